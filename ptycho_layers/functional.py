@@ -1,0 +1,68 @@
+"""`extract_patches`: the layer's contract as a plain function."""
+
+from keras import ops
+
+from ptycho_layers import kernels
+from ptycho_layers import validation
+
+__all__ = ["extract_patches", "prepare_inputs", "dispatch"]
+
+
+def prepare_inputs(images, offsets):
+    """Convert and check `images` and `offsets`; drop a trailing channel axis.
+
+    Args:
+        images: (B, H, W) or (B, H, W, 1), real or complex.
+        offsets: (B, c, 2), [x, y]; integer offsets are cast to the
+            coordinate dtype (they are exact in it), not refused.
+
+    Returns:
+        (images, offsets): images (Bi, H, W), offsets (B, c, 2), as tensors.
+    """
+    images = ops.convert_to_tensor(images)
+    offsets = ops.convert_to_tensor(offsets)
+    images_shape = validation.check_images_shape(images.shape)
+    offsets_shape = validation.check_offsets_shape(offsets.shape)
+    validation.check_batches_match(images_shape, offsets_shape)
+    if len(images.shape) == 4:
+        images = ops.squeeze(images, axis=-1)
+    return images, offsets
+
+
+def dispatch(images, offsets, patch_size, batched):
+    """Run the vectorized kernel or the legacy loop on checked inputs."""
+    if batched:
+        return kernels.extract_patches_batched(images, offsets, patch_size)
+    return kernels.extract_patches_legacy(images, offsets, patch_size)
+
+
+def extract_patches(images, offsets, patch_size, batched=True):
+    """Extract the NxN patch of the object under every scan position.
+
+    `patch[b, i, j, k]` samples object b (or the only object) bilinearly at
+    row `y - N//2 + i`, column `x - N//2 + j`, where `[x, y] =
+    offsets[b, k]`, the object being zero outside its bounds.
+
+    Example:
+
+    >>> import numpy as np
+    >>> obj = np.arange(36, dtype="float32").reshape(1, 6, 6)
+    >>> patches = extract_patches(obj, [[[3.0, 2.0]]], patch_size=2)
+    >>> np.asarray(patches)[0, :, :, 0]
+    array([[ 8.,  9.],
+           [14., 15.]], dtype=float32)
+
+    Args:
+        images: (B, H, W) or (B, H, W, 1), real or complex; B is 1 (one
+            object shared by every row of offsets) or the offsets' batch.
+        offsets: (B, c, 2), [x, y] in object pixels (x = column).
+        patch_size: N, a positive int.
+        batched: True for the vectorized path, False for the legacy loop.
+
+    Returns:
+        (B, N, N, c) in the images' dtype.
+    """
+    patch_size = validation.check_patch_size(patch_size)
+    batched = validation.check_batched(batched)
+    images, offsets = prepare_inputs(images, offsets)
+    return dispatch(images, offsets, patch_size, batched)

@@ -1,0 +1,245 @@
+"""Patch-extraction kernels: pure functions of tensors, written with `keras.ops`.
+
+Both kernels compute the same thing under the project's coordinate
+convention. For a patch of size `N` at offset `[x, y]`:
+
+    patch[i, j] = bilinear(object, row = y - N//2 + i, col = x - N//2 + j)
+
+where the object is extended by zeros outside its bounds. Integer offsets
+therefore give plain slices of the object.
+
+- `extract_patches_batched` gathers each patch's (N+1)x(N+1) neighbourhood
+  from the flattened object(s) in one gather and blends it with separable
+  bilinear weights: O(K*N^2) work and memory for K patches, whatever the
+  object's size.
+- `extract_patches_legacy` is PtychoPINN's original algorithm, kept as the
+  reference: per patch, zero-pad the object by N//2, translate the *whole*
+  padded object by -offset and keep the top-left NxN. O(K*H*W).
+
+Shapes used throughout: `images` is (Bi, H, W), Bi being 1 (one object
+shared by every row of offsets) or B; `offsets` is (B, c, 2) with [x, y] on
+the last axis; the result is (B, N, N, c), the c patches of a group on the
+last axis.
+"""
+
+from keras import ops
+from keras.src.backend import standardize_dtype
+
+__all__ = [
+    "coordinate_dtype",
+    "extract_patches_batched",
+    "extract_patches_legacy",
+]
+
+
+def coordinate_dtype(image_dtype):
+    """The float dtype used for coordinates and bilinear weights.
+
+    float64 for float64 and complex128 images, float32 for everything else
+    (float16/bfloat16 images included: half precision cannot hold a sub-pixel
+    position in an object a few thousand pixels wide).
+    """
+    dtype = standardize_dtype(image_dtype)
+    return "float64" if dtype in ("float64", "complex128") else "float32"
+
+
+def _sanitize_offsets(offsets, height, width, patch_size, dtype):
+    """Split offsets into x and y, made safe to turn into indices.
+
+    Args:
+        offsets: (B, c, 2) [x, y], any real or integer dtype.
+        height, width: the object's size (ints or scalar tensors).
+        patch_size: N.
+        dtype: the coordinate dtype.
+
+    Returns:
+        (x, y, finite): x and y (B, c) in `dtype`, with non-finite values
+        replaced by 0 and values clipped to a range beyond which a patch is
+        wholly outside the object anyway (so the integer cast cannot
+        overflow and the result is unchanged); `finite` (B, c) bool marks
+        the offsets that were finite.
+    """
+    offsets = ops.cast(offsets, dtype)
+    x = offsets[..., 0]
+    y = offsets[..., 1]
+    finite = ops.logical_and(ops.isfinite(x), ops.isfinite(y))
+    x = ops.where(finite, x, ops.zeros_like(x))
+    y = ops.where(finite, y, ops.zeros_like(y))
+    # A window starting N+2 pixels beyond either edge reads only zeros, both
+    # before and after clipping, so clipping changes nothing but the range.
+    margin = patch_size + 2
+    x = ops.clip(x, -margin, ops.cast(width + margin, dtype))
+    y = ops.clip(y, -margin, ops.cast(height + margin, dtype))
+    return x, y, finite
+
+
+def _nan_where_not_finite(patches, finite):
+    """Replace whole patches whose offset was not finite by NaN.
+
+    patches: (B, N, N, c); finite: (B, c) bool.
+    """
+    nan = ops.cast(float("nan"), patches.dtype)
+    return ops.where(finite[:, None, None, :], patches, nan)
+
+
+def _axis_indices(start, fraction, size, patch_size, coord_dtype):
+    """Clamped indices and masked bilinear weights along one axis.
+
+    Args:
+        start: (B, c) int32, the first object index of each window.
+        fraction: (B, c) the sub-pixel part of each offset, in [0, 1).
+        size: the object's extent along this axis.
+        patch_size: N; each window spans N+1 object indices.
+
+    Returns:
+        (index, w0, w1): `index` (B, N+1, c) int32 clamped into
+        [0, size-1]; `w0`, `w1` (B, N, c): the weights of window entries n
+        and n+1 for output entry n, already zero where the object index
+        lies outside the object. Folding the zero extension into these 1-D
+        weights costs O(N) per patch instead of a mask over the window.
+    """
+    steps = ops.arange(patch_size + 1, dtype="int32")
+    index = start[:, None, :] + steps[None, :, None]
+    inside = ops.cast(
+        ops.logical_and(index >= 0, index < size), coord_dtype
+    )
+    index = ops.clip(index, 0, size - 1)
+    fraction = fraction[:, None, :]
+    w0 = (1 - fraction) * inside[:, :-1, :]
+    w1 = fraction * inside[:, 1:, :]
+    return index, w0, w1
+
+
+def extract_patches_batched(images, offsets, patch_size):
+    """Extract all patches at once by a windowed gather and a bilinear blend.
+
+    Args:
+        images: (Bi, H, W), real or complex; Bi is 1 or B.
+        offsets: (B, c, 2), [x, y] in object pixels.
+        patch_size: N, a positive Python int.
+
+    Returns:
+        (B, N, N, c) in the images' dtype (for float16/bfloat16 images the
+        blend runs in float32 and the result is cast back).
+    """
+    images = ops.convert_to_tensor(images)
+    dtype = standardize_dtype(images.dtype)
+    coord = coordinate_dtype(dtype)
+    half = patch_size // 2
+    num_images, height, width = ops.shape(images)
+
+    x, y, finite = _sanitize_offsets(offsets, height, width, patch_size, coord)
+    # Split into integer and fraction *before* subtracting N//2: the
+    # fraction of the offset itself is exact in its own precision.
+    x_floor = ops.floor(x)
+    y_floor = ops.floor(y)
+    x_start = ops.cast(x_floor, "int32") - half
+    y_start = ops.cast(y_floor, "int32") - half
+    rows, row_w0, row_w1 = _axis_indices(
+        y_start, y - y_floor, height, patch_size, coord
+    )
+    cols, col_w0, col_w1 = _axis_indices(
+        x_start, x - x_floor, width, patch_size, coord
+    )
+
+    # Flat index of every neighbourhood entry, laid out (B, N+1, N+1, c) so
+    # the result needs no transpose. With one shared object the image term
+    # is 0; with one object per row it is b*H*W.
+    batch = ops.shape(offsets)[0]
+    image_index = ops.minimum(
+        ops.arange(batch, dtype="int32"), ops.cast(num_images - 1, "int32")
+    )
+    flat = (
+        (image_index[:, None, None, None] * height + rows[:, :, None, :])
+        * width
+        + cols[:, None, :, :]
+    )
+    window = ops.take(ops.reshape(images, (-1,)), flat, axis=0)
+
+    blend_dtype = dtype if dtype in ("complex64", "complex128") else coord
+    window = ops.cast(window, blend_dtype)
+    col_w0 = ops.cast(col_w0[:, None, :, :], blend_dtype)
+    col_w1 = ops.cast(col_w1[:, None, :, :], blend_dtype)
+    row_w0 = ops.cast(row_w0[:, :, None, :], blend_dtype)
+    row_w1 = ops.cast(row_w1[:, :, None, :], blend_dtype)
+    blended = col_w0 * window[:, :, :-1, :] + col_w1 * window[:, :, 1:, :]
+    patches = row_w0 * blended[:, :-1] + row_w1 * blended[:, 1:]
+    patches = ops.cast(patches, dtype)
+    return _nan_where_not_finite(patches, finite)
+
+
+def extract_patches_legacy(images, offsets, patch_size):
+    """PtychoPINN's per-patch algorithm, kept as the reference.
+
+    For each of the B*c patches, in b-major, c-minor order: zero-pad the
+    object by N//2, translate the whole padded object by -offset with
+    bilinear interpolation and zero fill (`keras.ops.image.affine_transform`,
+    whose transform is float32 on every backend), keep the top-left NxN.
+    Complex objects are translated as two real channels. Runs as a loop
+    inside the graph (`keras.ops.fori_loop`).
+
+    Args:
+        images: (Bi, H, W), real or complex; Bi is 1 or B.
+        offsets: (B, c, 2), [x, y] in object pixels.
+        patch_size: N, a positive Python int.
+
+    Returns:
+        (B, N, N, c) in the images' dtype.
+    """
+    images = ops.convert_to_tensor(images)
+    dtype = standardize_dtype(images.dtype)
+    is_complex = dtype in ("complex64", "complex128")
+    half = patch_size // 2
+    num_images, height, width = ops.shape(images)
+    batch, groups = ops.shape(offsets)[0], ops.shape(offsets)[1]
+
+    x, y, finite = _sanitize_offsets(
+        offsets, height, width, patch_size, "float32"
+    )
+    if is_complex:
+        channels = ops.stack([ops.real(images), ops.imag(images)], axis=-1)
+    else:
+        channels = images[..., None]
+    padded = ops.pad(channels, [[0, 0], [half, half], [half, half], [0, 0]])
+    num_channels = channels.shape[-1]
+
+    x_flat = ops.reshape(x, (-1,))
+    y_flat = ops.reshape(y, (-1,))
+    one = ops.ones_like(x_flat[:1])
+    zero = ops.zeros_like(x_flat[:1])
+    count = batch * groups
+
+    def translate_one(k, canvas):
+        # Image for patch k: row k // c of the images, or the only one.
+        b = ops.minimum(k // groups, num_images - 1)
+        image = ops.take(padded, ops.reshape(b, (1,)), axis=0)
+        # Output pixel (i, j) samples input (i + y, j + x): a translation of
+        # the padded object by -offset.
+        transform = ops.concatenate(
+            [one, zero, x_flat[k : k + 1], zero, one, y_flat[k : k + 1],
+             zero, zero]
+        )[None, :]
+        moved = ops.image.affine_transform(
+            image,
+            transform,
+            interpolation="bilinear",
+            fill_mode="constant",
+            fill_value=0,
+            data_format="channels_last",
+        )
+        patch = moved[:, :patch_size, :patch_size, :]
+        return ops.slice_update(canvas, (k, 0, 0, 0), ops.cast(patch, canvas.dtype))
+
+    canvas = ops.zeros(
+        (count, patch_size, patch_size, num_channels), dtype=padded.dtype
+    )
+    canvas = ops.fori_loop(0, count, translate_one, canvas)
+    if is_complex:
+        canvas = ops.cast(canvas[..., 0], dtype) + ops.cast(
+            canvas[..., 1], dtype
+        ) * ops.cast(1j, dtype)
+    else:
+        canvas = canvas[..., 0]
+    patches = ops.reshape(canvas, (batch, groups, patch_size, patch_size))
+    patches = ops.transpose(patches, (0, 2, 3, 1))
+    return _nan_where_not_finite(ops.cast(patches, dtype), finite)

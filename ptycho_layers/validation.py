@@ -1,0 +1,90 @@
+"""Argument checks shared by the layer and the functional API.
+
+Every check raises `ValueError` naming the argument and quoting what was
+received, so bad input never reaches the kernels (or TensorFlow).
+Shapes are checked where they are known statically; unknown dimensions
+(`None`) pass.
+"""
+
+import numpy as np
+
+__all__ = [
+    "check_patch_size",
+    "check_batched",
+    "check_images_shape",
+    "check_offsets_shape",
+    "check_batches_match",
+]
+
+
+def check_patch_size(patch_size):
+    # bool is an int subclass, but `True` is no patch size.
+    if (
+        isinstance(patch_size, bool)
+        or not isinstance(patch_size, (int, np.integer))
+        or patch_size < 1
+    ):
+        raise ValueError(
+            "Argument `patch_size` must be a positive int. "
+            f"Received: patch_size={patch_size!r}"
+        )
+    return int(patch_size)
+
+
+def check_batched(batched):
+    if not isinstance(batched, bool):
+        raise ValueError(
+            "Argument `batched` must be a bool (True for the vectorized "
+            f"path, False for the legacy loop). Received: batched={batched!r}"
+        )
+    return batched
+
+
+def check_images_shape(shape, name="images"):
+    """Accept (B, H, W) or (B, H, W, 1); return the rank-3 shape."""
+    shape = tuple(shape)
+    if len(shape) == 4:
+        if shape[-1] not in (1, None):
+            raise ValueError(
+                f"Argument `{name}` must have a single channel: shape "
+                f"(B, H, W) or (B, H, W, 1). Received: {name}.shape={shape}"
+            )
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise ValueError(
+            f"Argument `{name}` must have shape (B, H, W) or (B, H, W, 1). "
+            f"Received: {name}.shape={shape}"
+        )
+    for size in shape[1:]:
+        if size is not None and size < 1:
+            raise ValueError(
+                f"Argument `{name}` must have a non-empty object (H, W >= 1). "
+                f"Received: {name}.shape={shape}"
+            )
+    return shape
+
+
+def check_offsets_shape(shape, name="offsets"):
+    """Accept (B, c, 2): c scan positions per group, [x, y] on the last axis."""
+    shape = tuple(shape)
+    if len(shape) != 3 or shape[-1] not in (2, None):
+        raise ValueError(
+            f"Argument `{name}` must have shape (B, c, 2), [x, y] on the last "
+            f"axis. Received: {name}.shape={shape}"
+        )
+    return shape
+
+
+def check_batches_match(images_shape, offsets_shape):
+    """Images' batch must be 1 (one shared object) or the offsets' batch."""
+    images_batch, offsets_batch = images_shape[0], offsets_shape[0]
+    if images_batch in (None, 1) or offsets_batch is None:
+        return
+    if images_batch != offsets_batch:
+        raise ValueError(
+            "Argument `images` must have a batch of 1 (one object for every "
+            "row of offsets) or the same batch as `offsets`. Received: "
+            f"images.shape={tuple(images_shape)}, "
+            f"offsets.shape={tuple(offsets_shape)}"
+        )
+
