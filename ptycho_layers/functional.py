@@ -62,7 +62,7 @@ def extract_patches(images, offsets, patch_size, batched=True):
     Returns:
         (B, N, N, c) in the images' dtype.
     """
-    patch_size = validation.check_patch_size(patch_size)
+    patch_size = validation.check_positive_int(patch_size, "patch_size")
     batched = validation.check_batched(batched)
     images, offsets = prepare_inputs(images, offsets)
     return dispatch(images, offsets, patch_size, batched)

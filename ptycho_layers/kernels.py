@@ -78,8 +78,14 @@ def _nan_where_not_finite(patches, finite):
 
     patches: (B, N, N, c); finite: (B, c) bool.
     """
-    nan = ops.cast(float("nan"), patches.dtype)
-    return ops.where(finite[:, None, None, :], patches, nan)
+    # Adding 0 or NaN, rather than `ops.where`, which on the TensorFlow
+    # backend turns complex128 into complex64 (losing precision).
+    nan = ops.where(finite, 0.0, float("nan"))[:, None, None, :]
+    dtype = standardize_dtype(patches.dtype)
+    if dtype in ("complex64", "complex128"):
+        # NaN in both parts, not NaN + 0j.
+        nan = ops.cast(nan, dtype) * ops.cast(1 + 1j, dtype)
+    return patches + ops.cast(nan, dtype)
 
 
 def _axis_indices(start, fraction, size, patch_size, coord_dtype):
@@ -203,22 +209,22 @@ def extract_patches_legacy(images, offsets, patch_size):
     padded = ops.pad(channels, [[0, 0], [half, half], [half, half], [0, 0]])
     num_channels = channels.shape[-1]
 
-    x_flat = ops.reshape(x, (-1,))
-    y_flat = ops.reshape(y, (-1,))
-    one = ops.ones_like(x_flat[:1])
-    zero = ops.zeros_like(x_flat[:1])
+    # Output pixel (i, j) samples input (i + y, j + x): a translation of
+    # the padded object by -offset, as a projective transform
+    # [a0, a1, a2, b0, b1, b2, c0, c1] per patch, (B*c, 8).
+    x_flat = ops.reshape(x, (-1, 1))
+    y_flat = ops.reshape(y, (-1, 1))
+    one, zero = ops.ones_like(x_flat), ops.zeros_like(x_flat)
+    transforms = ops.concatenate(
+        [one, zero, x_flat, zero, one, y_flat, zero, zero], axis=1
+    )
     count = batch * groups
 
     def translate_one(k, canvas):
         # Image for patch k: row k // c of the images, or the only one.
         b = ops.minimum(k // groups, num_images - 1)
         image = ops.take(padded, ops.reshape(b, (1,)), axis=0)
-        # Output pixel (i, j) samples input (i + y, j + x): a translation of
-        # the padded object by -offset.
-        transform = ops.concatenate(
-            [one, zero, x_flat[k : k + 1], zero, one, y_flat[k : k + 1],
-             zero, zero]
-        )[None, :]
+        transform = ops.take(transforms, ops.reshape(k, (1,)), axis=0)
         moved = ops.image.affine_transform(
             image,
             transform,
@@ -233,7 +239,8 @@ def extract_patches_legacy(images, offsets, patch_size):
     canvas = ops.zeros(
         (count, patch_size, patch_size, num_channels), dtype=padded.dtype
     )
-    canvas = ops.fori_loop(0, count, translate_one, canvas)
+    if not (isinstance(count, int) and count == 0):
+        canvas = ops.fori_loop(0, count, translate_one, canvas)
     if is_complex:
         canvas = ops.cast(canvas[..., 0], dtype) + ops.cast(
             canvas[..., 1], dtype

@@ -97,7 +97,7 @@ class PatchExtraction(keras.layers.Layer):
         # precision: Keras's input autocast would turn them into float16.
         kwargs.pop("autocast", None)
         super().__init__(autocast=False, **kwargs)
-        self.patch_size = validation.check_patch_size(patch_size)
+        self.patch_size = validation.check_positive_int(patch_size, "patch_size")
         self.batched = validation.check_batched(batched)
         if not isinstance(trainable_image, bool):
             raise ValueError(
@@ -146,7 +146,10 @@ class PatchExtraction(keras.layers.Layer):
         return self.image is not None
 
     def _split(self, inputs):
-        """Return (images, offsets) from either form's inputs."""
+        """Return (images, offsets) from either form's inputs (tensors or,
+        in `build` and `compute_output_shape`, their shapes)."""
+        if _is_shape(inputs):
+            inputs = (inputs,)
         if isinstance(inputs, dict):
             if set(inputs) != {"images", "offsets"}:
                 raise ValueError(
@@ -220,6 +223,15 @@ class PatchExtraction(keras.layers.Layer):
         )
         return config
 
+    @classmethod
+    def from_config(cls, config):
+        # Keras's default wraps any error in a TypeError naming the whole
+        # config; a bad value here is the caller's ValueError.
+        config = dict(config)
+        if "dtype" in config and isinstance(config["dtype"], dict):
+            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+        return cls(**config)
+
 
 def _check_image_shape(image_shape):
     try:
@@ -232,6 +244,13 @@ def _check_image_shape(image_shape):
             f"Received: image_shape={image_shape!r}"
         )
     return shape
+
+
+def _is_shape(value):
+    """A single shape (a tuple of ints and None), not a tuple of shapes."""
+    return isinstance(value, (tuple, list)) and all(
+        size is None or isinstance(size, (int, np.integer)) for size in value
+    ) and len(value) > 0
 
 
 def _is_mixed(policy):

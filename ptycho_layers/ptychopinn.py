@@ -38,16 +38,8 @@ def get_image_patches(
         (B, N, N, c) complex64. Flattened b-major, c-minor (row b*c + k),
         patch k of group b sits at `[b, :, :, k]`.
     """
-    N = validation.check_patch_size(N)
-    if (
-        isinstance(gridsize, bool)
-        or not isinstance(gridsize, int)
-        or gridsize < 1
-    ):
-        raise ValueError(
-            "Argument `gridsize` must be a positive int. "
-            f"Received: gridsize={gridsize!r}"
-        )
+    N = validation.check_positive_int(N, name="N")
+    gridsize = validation.check_positive_int(gridsize, name="gridsize")
     offsets = ops.convert_to_tensor(global_offsets) + ops.convert_to_tensor(
         local_offsets
     )

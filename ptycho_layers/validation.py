@@ -9,7 +9,7 @@ Shapes are checked where they are known statically; unknown dimensions
 import numpy as np
 
 __all__ = [
-    "check_patch_size",
+    "check_positive_int",
     "check_batched",
     "check_images_shape",
     "check_offsets_shape",
@@ -17,18 +17,18 @@ __all__ = [
 ]
 
 
-def check_patch_size(patch_size):
-    # bool is an int subclass, but `True` is no patch size.
+def check_positive_int(value, name):
+    # bool is an int subclass, but `True` is no size.
     if (
-        isinstance(patch_size, bool)
-        or not isinstance(patch_size, (int, np.integer))
-        or patch_size < 1
+        isinstance(value, bool)
+        or not isinstance(value, (int, np.integer))
+        or value < 1
     ):
         raise ValueError(
-            "Argument `patch_size` must be a positive int. "
-            f"Received: patch_size={patch_size!r}"
+            f"Argument `{name}` must be a positive int. "
+            f"Received: {name}={value!r}"
         )
-    return int(patch_size)
+    return int(value)
 
 
 def check_batched(batched):

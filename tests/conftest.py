@@ -1,0 +1,28 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# float64/complex128 objects need JAX's 64-bit mode; without it JAX quietly
+# computes them in 32 bits. (No effect on the other backends.)
+os.environ.setdefault("JAX_ENABLE_X64", "1")
+
+import keras  # noqa: E402
+import pytest  # noqa: E402
+
+BACKEND = keras.backend.backend()
+
+
+def pytest_report_header(config):
+    return f"keras {keras.__version__}, backend {BACKEND}"
+
+
+@pytest.fixture(autouse=True)
+def _float32_policy():
+    """Each test starts and ends with the default dtype policy."""
+    keras.mixed_precision.set_global_policy("float32")
+    yield
+    keras.mixed_precision.set_global_policy("float32")
+
+
+tensorflow_only = pytest.mark.skipif(
+    BACKEND != "tensorflow", reason="TensorFlow-only feature"
+)

@@ -1,0 +1,185 @@
+"""The two kernels against each other and against the float64 oracle."""
+
+import itertools
+
+import numpy as np
+import pytest
+from keras import ops
+
+from oracle import asymmetric_object, oracle_patches
+from ptycho_layers.kernels import (
+    coordinate_dtype,
+    extract_patches_batched,
+    extract_patches_legacy,
+)
+
+
+def numpy(x):
+    return ops.convert_to_numpy(x)
+
+
+def make_offsets(kind, batch, groups, height, width, patch_size, seed=0):
+    """Offsets [x, y] (float32) of one kind, for a (height, width) object."""
+    rng = np.random.default_rng(seed)
+    shape = (batch, groups)
+    if kind == "fractional":
+        x = rng.uniform(0, width, shape)
+        y = rng.uniform(0, height, shape)
+    elif kind == "integer":
+        x = rng.integers(0, width, shape)
+        y = rng.integers(0, height, shape)
+    elif kind == "edges":
+        # Patches that straddle every edge and corner, on and just beyond.
+        half = patch_size // 2
+        x = rng.choice([-half - 0.5, -0.25, 0.0, width - 1, width - 0.5, width + half - 0.25], shape)
+        y = rng.choice([-half - 0.75, -0.5, 0.0, height - 1, height - 0.25, height + half - 0.5], shape)
+    elif kind == "far":
+        x = rng.choice([-1e4, 1e6, -3.0 * patch_size], shape)
+        y = rng.choice([-1e4, 1e6, 5.0 * height + patch_size], shape)
+    else:
+        raise AssertionError(kind)
+    return np.stack([x, y], axis=-1).astype("float32")
+
+
+DTYPES = ["complex64", "complex128", "float32", "float64"]
+SIZES = [1, 7, 32, 64]
+GRIDSIZES = [1, 2, 3]
+OBJECTS = [(40, 40), (37, 53)]
+KINDS = ["fractional", "integer", "edges", "far"]
+
+
+def _cases():
+    # Every size, gridsize, object and offset kind at least once with every
+    # dtype, without the full product (which the legacy loop makes slow).
+    cases = []
+    for i, (size, gridsize, obj, kind) in enumerate(
+        itertools.product(SIZES, GRIDSIZES, OBJECTS, KINDS)
+    ):
+        cases.append((size, gridsize, obj, kind, DTYPES[i % len(DTYPES)]))
+    return cases
+
+
+@pytest.mark.parametrize("patch_size,gridsize,obj,kind,dtype", _cases())
+def test_batched_matches_legacy_and_oracle(patch_size, gridsize, obj, kind, dtype):
+    height, width = obj
+    image = asymmetric_object(height, width, dtype)[None]
+    offsets = make_offsets(kind, 2, gridsize**2, height, width, patch_size, seed=patch_size + gridsize)
+    expected = oracle_patches(image, offsets, patch_size)
+    scale = np.abs(image).max()
+
+    batched = numpy(extract_patches_batched(image, offsets, patch_size))
+    legacy = numpy(extract_patches_legacy(image, offsets, patch_size))
+
+    assert batched.shape == (2, patch_size, patch_size, gridsize**2)
+    assert batched.dtype == np.dtype(dtype)
+    assert legacy.dtype == np.dtype(dtype)
+    # The vectorized path keeps the offsets' own precision: a few ulps.
+    np.testing.assert_allclose(batched, expected, rtol=0, atol=1e-6 * scale)
+    # The legacy path works in whole-image float32 coordinates (its
+    # transform is float32 on every backend), which costs about 1e-5 of the
+    # object's range at these sizes; 1e-4 is the documented bar for it.
+    np.testing.assert_allclose(legacy, expected, rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(batched, legacy, rtol=0, atol=1e-4 * scale)
+
+
+def test_float64_images_get_float64_precision():
+    image = asymmetric_object(30, 30, "complex128")[None]
+    # A sub-pixel position that float32 cannot hold.
+    offsets = np.array([[[15.123456789012, 14.987654321098]]], "float64")
+    batched = numpy(extract_patches_batched(image, offsets, 8))
+    expected = oracle_patches(image, offsets, 8)
+    np.testing.assert_allclose(batched, expected, rtol=0, atol=1e-12)
+    assert coordinate_dtype("complex128") == "float64"
+    assert coordinate_dtype("complex64") == "float32"
+    assert coordinate_dtype("float16") == "float32"
+
+
+@pytest.mark.parametrize("patch_size", [1, 6, 7])
+@pytest.mark.parametrize("batched", [True, False])
+def test_integer_offsets_equal_slicing_exactly(patch_size, batched):
+    height, width = 23, 31
+    image = asymmetric_object(height, width, "complex64")
+    padded = np.zeros((height + 4 * patch_size, width + 4 * patch_size), "complex64")
+    pad = 2 * patch_size
+    padded[pad : pad + height, pad : pad + width] = image
+    offsets = make_offsets("integer", 3, 4, height, width, patch_size, seed=5)
+    offsets[0, 0] = [0, 0]
+    offsets[1, 1] = [width - 1, height - 1]
+    kernel = extract_patches_batched if batched else extract_patches_legacy
+    patches = numpy(kernel(image[None], offsets, patch_size))
+    half = patch_size // 2
+    for b, k in itertools.product(range(3), range(4)):
+        x, y = offsets[b, k].astype(int)
+        expected = padded[pad + y - half : pad + y - half + patch_size,
+                          pad + x - half : pad + x - half + patch_size]
+        if batched:
+            np.testing.assert_array_equal(patches[b, :, :, k], expected)
+        else:
+            # Integer translations land on pixel centres: the legacy op
+            # reproduces them to the last bit too, away from rounding.
+            np.testing.assert_allclose(patches[b, :, :, k], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("kernel", [extract_patches_batched, extract_patches_legacy])
+def test_offsets_are_x_then_y(kernel):
+    # A non-square object with distinct rows and columns: swapping x and y
+    # samples a different place (or outside the object) and fails here.
+    image = asymmetric_object(20, 45, "float32")
+    offsets = np.array([[[37.0, 5.0]]], "float32")
+    patches = numpy(kernel(image[None], offsets, 4))
+    np.testing.assert_allclose(patches[0, :, :, 0], image[3:7, 35:39], atol=1e-6)
+    swapped = numpy(kernel(image[None], offsets[..., ::-1].copy(), 4))
+    assert not np.allclose(swapped[0, :, :, 0], image[3:7, 35:39])
+
+
+@pytest.mark.parametrize("kernel", [extract_patches_batched, extract_patches_legacy])
+def test_non_finite_offsets_give_nan_for_that_patch_alone(kernel):
+    image = asymmetric_object(16, 16, "complex64")[None]
+    offsets = np.array([[[8.0, 8.0], [np.nan, 3.0]], [[np.inf, 2.0], [4.5, -np.inf]], [[3.0, 3.0], [9.25, 7.5]]], "float32")
+    patches = numpy(kernel(image, offsets, 5))
+    finite = np.isfinite(offsets).all(axis=-1)
+    for b, k in itertools.product(range(3), range(2)):
+        if finite[b, k]:
+            expected = oracle_patches(image, offsets[b : b + 1, k : k + 1], 5)[0, :, :, 0]
+            np.testing.assert_allclose(patches[b, :, :, k], expected, atol=1e-4)
+        else:
+            assert np.isnan(patches[b, :, :, k]).all()
+
+
+@pytest.mark.parametrize("kernel", [extract_patches_batched, extract_patches_legacy])
+def test_far_outside_gives_zeros(kernel):
+    image = asymmetric_object(16, 12, "complex64")[None]
+    offsets = np.array([[[1e30, 4.0], [-1e30, -1e30], [5.0, 2e9], [-40.0, 3.0]]], "float32")
+    patches = numpy(kernel(image, offsets, 6))
+    np.testing.assert_array_equal(patches, 0)
+
+
+@pytest.mark.parametrize("kernel", [extract_patches_batched, extract_patches_legacy])
+def test_one_image_per_row(kernel):
+    images = np.stack([asymmetric_object(18, 21, "complex64", seed=s) for s in range(3)])
+    offsets = make_offsets("fractional", 3, 4, 18, 21, 6, seed=2)
+    patches = numpy(kernel(images, offsets, 6))
+    np.testing.assert_allclose(patches, oracle_patches(images, offsets, 6), atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel", [extract_patches_batched, extract_patches_legacy])
+def test_empty_batch(kernel):
+    image = asymmetric_object(10, 10, "complex64")[None]
+    patches = kernel(image, np.zeros((0, 4, 2), "float32"), 5)
+    assert tuple(patches.shape) == (0, 5, 5, 4)
+
+
+def test_oracle_agrees_with_scipy():
+    """The oracle itself, checked against scipy's order-1 spline on the
+    zero-extended grid (mode 'grid-constant')."""
+    ndimage = pytest.importorskip("scipy.ndimage")
+    image = asymmetric_object(19, 26, "complex128")
+    offsets = make_offsets("edges", 2, 4, 19, 26, 7, seed=3)
+    offsets[0] = make_offsets("fractional", 1, 4, 19, 26, 7, seed=4)[0]
+    ours = oracle_patches(image[None], offsets, 7)
+    steps = np.arange(7.0)
+    for b, k in itertools.product(range(2), range(4)):
+        x, y = offsets[b, k].astype(np.float64)
+        rows, cols = np.meshgrid(y - 3 + steps, x - 3 + steps, indexing="ij")
+        sample = [ndimage.map_coordinates(part, [rows, cols], order=1, mode="grid-constant", cval=0.0) for part in (image.real, image.imag)]
+        np.testing.assert_allclose(ours[b, :, :, k], sample[0] + 1j * sample[1], atol=1e-12)
