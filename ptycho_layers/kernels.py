@@ -174,15 +174,56 @@ def extract_patches_batched(images, offsets, patch_size):
     return _nan_where_not_finite(patches, finite)
 
 
+def _whole_axis(shift, size):
+    """Source indices and weights for translating a whole axis.
+
+    Output index i samples input coordinate `i + shift`, computed in
+    float32 for every i as the legacy transform did (whole-image
+    coordinates: the larger i, the fewer bits are left for the fraction).
+
+    Returns (lower, upper, w_lower, w_upper), each (size,): clamped indices
+    of the two neighbours and their weights, zero where a neighbour lies
+    outside the axis.
+    """
+    coords = ops.arange(size, dtype="float32") + shift
+    lower = ops.floor(coords)
+    fraction = coords - lower
+    lower = ops.cast(lower, "int32")
+    upper = lower + 1
+
+    def inside(index):
+        return ops.cast(ops.logical_and(index >= 0, index < size), "float32")
+
+    return (
+        ops.clip(lower, 0, size - 1),
+        ops.clip(upper, 0, size - 1),
+        (1 - fraction) * inside(lower),
+        fraction * inside(upper),
+    )
+
+
+def _translate(image, dx, dy):
+    """The whole (Hp, Wp) `image` translated by (-dx, -dy): output pixel
+    (i, j) is the bilinear sample at (i + dy, j + dx), zero outside."""
+    height, width = ops.shape(image)
+    dtype = image.dtype
+    top, bottom, w_top, w_bottom = _whole_axis(dy, height)
+    left, right, w_left, w_right = _whole_axis(dx, width)
+    rows = ops.cast(w_top[:, None], dtype) * ops.take(image, top, axis=0)
+    rows += ops.cast(w_bottom[:, None], dtype) * ops.take(image, bottom, axis=0)
+    moved = ops.cast(w_left[None, :], dtype) * ops.take(rows, left, axis=1)
+    moved += ops.cast(w_right[None, :], dtype) * ops.take(rows, right, axis=1)
+    return moved
+
+
 def extract_patches_legacy(images, offsets, patch_size):
     """PtychoPINN's per-patch algorithm, kept as the reference.
 
     For each of the B*c patches, in b-major, c-minor order: zero-pad the
-    object by N//2, translate the whole padded object by -offset with
-    bilinear interpolation and zero fill (`keras.ops.image.affine_transform`,
-    whose transform is float32 on every backend), keep the top-left NxN.
-    Complex objects are translated as two real channels. Runs as a loop
-    inside the graph (`keras.ops.fori_loop`).
+    object by N//2, translate the *whole* padded object by -offset with
+    bilinear interpolation and zero fill, in float32 whole-image
+    coordinates, and keep the top-left NxN. O(H*W) work per patch. Runs as
+    a loop inside the graph (`keras.ops.fori_loop`), which XLA compiles.
 
     Args:
         images: (Bi, H, W), real or complex; Bi is 1 or B.
@@ -194,7 +235,6 @@ def extract_patches_legacy(images, offsets, patch_size):
     """
     images = ops.convert_to_tensor(images)
     dtype = standardize_dtype(images.dtype)
-    is_complex = dtype in ("complex64", "complex128")
     half = patch_size // 2
     num_images, height, width = ops.shape(images)
     batch, groups = ops.shape(offsets)[0], ops.shape(offsets)[1]
@@ -202,51 +242,22 @@ def extract_patches_legacy(images, offsets, patch_size):
     x, y, finite = _sanitize_offsets(
         offsets, height, width, patch_size, "float32"
     )
-    if is_complex:
-        channels = ops.stack([ops.real(images), ops.imag(images)], axis=-1)
-    else:
-        channels = images[..., None]
-    padded = ops.pad(channels, [[0, 0], [half, half], [half, half], [0, 0]])
-    num_channels = channels.shape[-1]
-
-    # Output pixel (i, j) samples input (i + y, j + x): a translation of
-    # the padded object by -offset, as a projective transform
-    # [a0, a1, a2, b0, b1, b2, c0, c1] per patch, (B*c, 8).
-    x_flat = ops.reshape(x, (-1, 1))
-    y_flat = ops.reshape(y, (-1, 1))
-    one, zero = ops.ones_like(x_flat), ops.zeros_like(x_flat)
-    transforms = ops.concatenate(
-        [one, zero, x_flat, zero, one, y_flat, zero, zero], axis=1
-    )
+    padded = ops.pad(images, [[0, 0], [half, half], [half, half]])
+    x_flat = ops.reshape(x, (-1,))
+    y_flat = ops.reshape(y, (-1,))
     count = batch * groups
 
     def translate_one(k, canvas):
         # Image for patch k: row k // c of the images, or the only one.
         b = ops.minimum(k // groups, num_images - 1)
-        image = ops.take(padded, ops.reshape(b, (1,)), axis=0)
-        transform = ops.take(transforms, ops.reshape(k, (1,)), axis=0)
-        moved = ops.image.affine_transform(
-            image,
-            transform,
-            interpolation="bilinear",
-            fill_mode="constant",
-            fill_value=0,
-            data_format="channels_last",
-        )
-        patch = moved[:, :patch_size, :patch_size, :]
-        return ops.slice_update(canvas, (k, 0, 0, 0), ops.cast(patch, canvas.dtype))
+        image = ops.take(padded, b, axis=0)
+        moved = _translate(image, ops.take(x_flat, k), ops.take(y_flat, k))
+        patch = moved[None, :patch_size, :patch_size]
+        return ops.slice_update(canvas, (k, 0, 0), patch)
 
-    canvas = ops.zeros(
-        (count, patch_size, patch_size, num_channels), dtype=padded.dtype
-    )
+    canvas = ops.zeros((count, patch_size, patch_size), dtype=dtype)
     if not (isinstance(count, int) and count == 0):
         canvas = ops.fori_loop(0, count, translate_one, canvas)
-    if is_complex:
-        canvas = ops.cast(canvas[..., 0], dtype) + ops.cast(
-            canvas[..., 1], dtype
-        ) * ops.cast(1j, dtype)
-    else:
-        canvas = canvas[..., 0]
     patches = ops.reshape(canvas, (batch, groups, patch_size, patch_size))
     patches = ops.transpose(patches, (0, 2, 3, 1))
-    return _nan_where_not_finite(ops.cast(patches, dtype), finite)
+    return _nan_where_not_finite(patches, finite)
