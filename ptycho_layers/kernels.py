@@ -22,6 +22,7 @@ the last axis; the result is (B, N, N, c), the c patches of a group on the
 last axis.
 """
 
+import keras
 from keras import ops
 from keras.src.backend import standardize_dtype
 
@@ -76,16 +77,32 @@ def _sanitize_offsets(offsets, height, width, patch_size, dtype):
 def _nan_where_not_finite(patches, finite):
     """Replace whole patches whose offset was not finite by NaN.
 
-    patches: (B, N, N, c); finite: (B, c) bool.
+    patches: (B, c, N, N); finite: (B, c) bool.
     """
     # Adding 0 or NaN, rather than `ops.where`, which on the TensorFlow
     # backend turns complex128 into complex64 (losing precision).
-    nan = ops.where(finite, 0.0, float("nan"))[:, None, None, :]
+    nan = ops.where(finite, 0.0, float("nan"))[:, :, None, None]
     dtype = standardize_dtype(patches.dtype)
     if dtype in ("complex64", "complex128"):
         # NaN in both parts, not NaN + 0j.
         nan = ops.cast(nan, dtype) * ops.cast(1 + 1j, dtype)
     return patches + ops.cast(nan, dtype)
+
+
+def _channels_last(patches, finite):
+    """(B, c, N, N) -> (B, N, N, c), behind a fusion boundary.
+
+    XLA fuses a transpose into the loop that computes its input; with the
+    c patches of a group innermost that loop cannot vectorise and runs about
+    5x slower than blend-then-copy. A conditional is a boundary XLA does not
+    fuse across (an optimisation barrier is dropped on CPU), so both
+    branches are the same transpose and the predicate only has to be data.
+    """
+
+    def transpose():
+        return ops.transpose(patches, (0, 2, 3, 1))
+
+    return ops.cond(ops.all(finite), transpose, transpose)
 
 
 def _axis_indices(start, fraction, size, patch_size, coord_dtype):
@@ -98,22 +115,37 @@ def _axis_indices(start, fraction, size, patch_size, coord_dtype):
         patch_size: N; each window spans N+1 object indices.
 
     Returns:
-        (index, w0, w1): `index` (B, N+1, c) int32 clamped into
-        [0, size-1]; `w0`, `w1` (B, N, c): the weights of window entries n
+        (index, w0, w1): `index` (B, c, N+1) int32 clamped into
+        [0, size-1]; `w0`, `w1` (B, c, N): the weights of window entries n
         and n+1 for output entry n, already zero where the object index
         lies outside the object. Folding the zero extension into these 1-D
         weights costs O(N) per patch instead of a mask over the window.
     """
-    steps = ops.arange(patch_size + 1, dtype="int32")
-    index = start[:, None, :] + steps[None, :, None]
+    index = start[..., None] + ops.arange(patch_size + 1, dtype="int32")
     inside = ops.cast(
         ops.logical_and(index >= 0, index < size), coord_dtype
     )
     index = ops.clip(index, 0, size - 1)
-    fraction = fraction[:, None, :]
-    w0 = (1 - fraction) * inside[:, :-1, :]
-    w1 = fraction * inside[:, 1:, :]
+    fraction = fraction[..., None]
+    w0 = (1 - fraction) * inside[..., :-1]
+    w1 = fraction * inside[..., 1:]
     return index, w0, w1
+
+
+def _gather_windows(images, image_index, rows, cols):
+    """Each patch's (N+1)x(N+1) neighbourhood, (B, c, N+1, N+1).
+
+    images: (Bi, H, W); image_index: (B,) int32; rows, cols: (B, c, N+1)
+    int32 clamped indices. One element gather from the flattened images;
+    entries read at clamped indices get zero weight in the blend.
+    """
+    _, height, width = ops.shape(images)
+    flat = (
+        (image_index[:, None, None, None] * height + rows[..., :, None])
+        * width
+        + cols[..., None, :]
+    )
+    return ops.take(ops.reshape(images, (-1,)), flat, axis=0)
 
 
 def extract_patches_batched(images, offsets, patch_size):
@@ -147,31 +179,45 @@ def extract_patches_batched(images, offsets, patch_size):
     cols, col_w0, col_w1 = _axis_indices(
         x_start, x - x_floor, width, patch_size, coord
     )
-
-    # Flat index of every neighbourhood entry, laid out (B, N+1, N+1, c) so
-    # the result needs no transpose. With one shared object the image term
-    # is 0; with one object per row it is b*H*W.
-    batch = ops.shape(offsets)[0]
+    # With one shared object every patch reads image 0; with one object
+    # per row, row b reads image b.
     image_index = ops.minimum(
-        ops.arange(batch, dtype="int32"), ops.cast(num_images - 1, "int32")
+        ops.arange(ops.shape(offsets)[0], dtype="int32"),
+        ops.cast(num_images - 1, "int32"),
     )
-    flat = (
-        (image_index[:, None, None, None] * height + rows[:, :, None, :])
-        * width
-        + cols[:, None, :, :]
-    )
-    window = ops.take(ops.reshape(images, (-1,)), flat, axis=0)
+    window = _windows(images, image_index, x_start, y_start, rows, cols,
+                      patch_size)
 
+    # Blend in (B, c, ., .) layout: the window rows are contiguous, so the
+    # loops vectorise; the channels-last transpose comes once, at the end.
     blend_dtype = dtype if dtype in ("complex64", "complex128") else coord
     window = ops.cast(window, blend_dtype)
-    col_w0 = ops.cast(col_w0[:, None, :, :], blend_dtype)
-    col_w1 = ops.cast(col_w1[:, None, :, :], blend_dtype)
-    row_w0 = ops.cast(row_w0[:, :, None, :], blend_dtype)
-    row_w1 = ops.cast(row_w1[:, :, None, :], blend_dtype)
-    blended = col_w0 * window[:, :, :-1, :] + col_w1 * window[:, :, 1:, :]
-    patches = row_w0 * blended[:, :-1] + row_w1 * blended[:, 1:]
-    patches = ops.cast(patches, dtype)
-    return _nan_where_not_finite(patches, finite)
+    col_w0 = ops.cast(col_w0[:, :, None, :], blend_dtype)
+    col_w1 = ops.cast(col_w1[:, :, None, :], blend_dtype)
+    row_w0 = ops.cast(row_w0[..., None], blend_dtype)
+    row_w1 = ops.cast(row_w1[..., None], blend_dtype)
+    blended = col_w0 * window[..., :-1] + col_w1 * window[..., 1:]
+    patches = row_w0 * blended[:, :, :-1] + row_w1 * blended[:, :, 1:]
+    patches = _nan_where_not_finite(ops.cast(patches, dtype), finite)
+    return _channels_last(patches, finite)
+
+
+def _windows(images, image_index, x_start, y_start, rows, cols, patch_size):
+    """Dispatch the neighbourhood gather: JAX has a windowed gather (one
+    contiguous slice per patch), every backend has the element gather."""
+    size = patch_size + 1
+    shape = tuple(images.shape)
+    if (
+        keras.backend.backend() == "jax"
+        and shape[1] >= size
+        and shape[2] >= size
+    ):
+        from ptycho_layers import _jax_windows
+
+        return _jax_windows.gather_windows(
+            images, image_index, x_start, y_start, size
+        )
+    return _gather_windows(images, image_index, rows, cols)
 
 
 def _whole_axis(shift, size):
@@ -259,5 +305,5 @@ def extract_patches_legacy(images, offsets, patch_size):
     if not (isinstance(count, int) and count == 0):
         canvas = ops.fori_loop(0, count, translate_one, canvas)
     patches = ops.reshape(canvas, (batch, groups, patch_size, patch_size))
-    patches = ops.transpose(patches, (0, 2, 3, 1))
-    return _nan_where_not_finite(patches, finite)
+    patches = _nan_where_not_finite(patches, finite)
+    return ops.transpose(patches, (0, 2, 3, 1))
