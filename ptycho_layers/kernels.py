@@ -255,8 +255,12 @@ def _translate(image, dx, dy):
     dtype = image.dtype
     top, bottom, w_top, w_bottom = _whole_axis(dy, height)
     left, right, w_left, w_right = _whole_axis(dx, width)
-    rows = ops.cast(w_top[:, None], dtype) * ops.take(image, top, axis=0)
-    rows += ops.cast(w_bottom[:, None], dtype) * ops.take(image, bottom, axis=0)
+    # Row gathers go through a leading axis of 1: on the torch backend a
+    # 2-D `take` along axis 0 becomes an embedding lookup, which has no
+    # complex gradient.
+    stack = image[None]
+    rows = ops.cast(w_top[:, None], dtype) * ops.take(stack, top, axis=1)[0]
+    rows += ops.cast(w_bottom[:, None], dtype) * ops.take(stack, bottom, axis=1)[0]
     moved = ops.cast(w_left[None, :], dtype) * ops.take(rows, left, axis=1)
     moved += ops.cast(w_right[None, :], dtype) * ops.take(rows, right, axis=1)
     return moved
@@ -269,7 +273,7 @@ def extract_patches_legacy(images, offsets, patch_size):
     object by N//2, translate the *whole* padded object by -offset with
     bilinear interpolation and zero fill, in float32 whole-image
     coordinates, and keep the top-left NxN. O(H*W) work per patch. Runs as
-    a loop inside the graph (`keras.ops.fori_loop`), which XLA compiles.
+    a loop inside the graph (`keras.ops.map`), which XLA compiles.
 
     Args:
         images: (Bi, H, W), real or complex; Bi is 1 or B.
@@ -289,21 +293,33 @@ def extract_patches_legacy(images, offsets, patch_size):
         offsets, height, width, patch_size, "float32"
     )
     padded = ops.pad(images, [[0, 0], [half, half], [half, half]])
-    x_flat = ops.reshape(x, (-1,))
-    y_flat = ops.reshape(y, (-1,))
+    # Patch k = b*c + j (b-major, c-minor) reads image b, or the only one.
+    image_index = ops.minimum(
+        ops.arange(batch, dtype="int32"), ops.cast(num_images - 1, "int32")
+    )
+    image_index = image_index[:, None] + ops.zeros((1, groups), "int32")
+
+    def translate_one(args):
+        x_k, y_k, b_k = args
+        image = ops.take(padded, b_k, axis=0)
+        return _translate(image, x_k, y_k)[:patch_size, :patch_size]
+
     count = batch * groups
-
-    def translate_one(k, canvas):
-        # Image for patch k: row k // c of the images, or the only one.
-        b = ops.minimum(k // groups, num_images - 1)
-        image = ops.take(padded, b, axis=0)
-        moved = _translate(image, ops.take(x_flat, k), ops.take(y_flat, k))
-        patch = moved[None, :patch_size, :patch_size]
-        return ops.slice_update(canvas, (k, 0, 0), patch)
-
-    canvas = ops.zeros((count, patch_size, patch_size), dtype=dtype)
-    if not (isinstance(count, int) and count == 0):
-        canvas = ops.fori_loop(0, count, translate_one, canvas)
+    if isinstance(count, int) and count == 0:
+        # Nothing to translate (and `ops.map` would trace the loop body on a
+        # first element that does not exist).
+        canvas = ops.zeros((0, patch_size, patch_size), dtype=dtype)
+    else:
+        # `ops.map` is a loop in the graph (tf.map_fn, lax.map) that is
+        # differentiable and compiles under XLA.
+        canvas = ops.map(
+            translate_one,
+            (
+                ops.reshape(x, (-1,)),
+                ops.reshape(y, (-1,)),
+                ops.reshape(image_index, (-1,)),
+            ),
+        )
     patches = ops.reshape(canvas, (batch, groups, patch_size, patch_size))
     patches = _nan_where_not_finite(patches, finite)
     return ops.transpose(patches, (0, 2, 3, 1))
