@@ -58,7 +58,9 @@ class PatchExtraction(keras.layers.Layer):
             it by -offset, keep the top-left NxN, one patch at a time), kept
             as the reference.
         image: optional (H, W) or (H, W, 1) array, real or complex: the held
-            object. Its values are stored as a weight named "image".
+            object. Its values are stored as a weight named "image"
+            (`layer.image_variable`); `layer.image` gives it back as an
+            (H, W) tensor.
         image_shape: (H, W) of the held object, used instead of `image`
             when the layer is rebuilt from its config (its values then come
             back with the weights).
@@ -66,7 +68,9 @@ class PatchExtraction(keras.layers.Layer):
             or "complex64" when only `image_shape` is given.
         trainable_image: bool, whether the held object is a trainable
             weight (e.g. to reconstruct an object by gradient descent).
-            Default False.
+            Default False. A trainable complex object is stored as (H, W, 2)
+            real and imaginary parts, so every Keras optimizer and backend
+            updates it correctly.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Input shape:
@@ -128,22 +132,49 @@ class PatchExtraction(keras.layers.Layer):
         self.image_shape = image_shape
         self.image_dtype = image_dtype if image_shape is not None else None
 
-        self.image = None
+        # A trainable complex image is stored as (H, W, 2) real and
+        # imaginary parts: Keras's optimizers (Adam's moments) and JAX's
+        # complex-gradient convention assume real weights.
+        self._image_as_pairs = (
+            image_shape is not None
+            and trainable_image
+            and self.image_dtype in _COMPLEX
+        )
+        self.image_variable = None
         if image_shape is not None:
-            self.image = self.add_weight(
+            shape, dtype = image_shape, self.image_dtype
+            if self._image_as_pairs:
+                shape = (*image_shape, 2)
+                dtype = "float64" if dtype == "complex128" else "float32"
+            self.image_variable = self.add_weight(
                 name="image",
-                shape=image_shape,
-                dtype=self.image_dtype,
+                shape=shape,
+                dtype=dtype,
                 initializer="zeros",
                 trainable=trainable_image,
                 autocast=False,
             )
             if image is not None:
-                self.image.assign(image.astype(self.image_dtype))
+                if self._image_as_pairs:
+                    image = np.stack([image.real, image.imag], axis=-1)
+                self.image_variable.assign(image.astype(dtype))
 
     @property
     def holds_image(self):
-        return self.image is not None
+        return self.image_variable is not None
+
+    @property
+    def image(self):
+        """The held (H, W) object as a tensor in `image_dtype`, or None."""
+        if not self.holds_image:
+            return None
+        if not self._image_as_pairs:
+            return self.image_variable
+        pairs = self.image_variable
+        dtype = self.image_dtype
+        return ops.cast(pairs[..., 0], dtype) + ops.cast(
+            pairs[..., 1], dtype
+        ) * ops.cast(1j, dtype)
 
     def _split(self, inputs):
         """Return (images, offsets) from either form's inputs (tensors or,
