@@ -1,0 +1,217 @@
+"""What differs between Keras backends: compiling, waiting, copying, grads.
+
+Compile modes, by name:
+
+- ``"eager"``: the function as written, op by op.
+- ``"graph"``: the backend's tracing compiler: ``tf.function``,
+  ``jax.jit`` or ``torch.compile``.
+- ``"xla"``: ``tf.function(jit_compile=True)``; TensorFlow only (``jax.jit``
+  already is XLA, and torch has no XLA mode on CPU).
+"""
+
+import importlib.metadata
+
+import keras
+import numpy as np
+from keras import ops
+
+__all__ = [
+    "name",
+    "require",
+    "prepare",
+    "quiet_retracing",
+    "mode_label",
+    "mode_unavailable",
+    "compile_fn",
+    "peer_mode",
+    "block",
+    "to_tensor",
+    "to_numpy",
+    "native_copy",
+    "native_copy_label",
+    "value_and_grad",
+    "versions",
+]
+
+_MODE_LABELS = {
+    "tensorflow": {
+        "eager": "eager",
+        "graph": "tf.function",
+        "xla": "tf.function(jit_compile=True)",
+    },
+    "jax": {"eager": "eager", "graph": "jax.jit", "xla": "XLA"},
+    "torch": {"eager": "eager", "graph": "torch.compile", "xla": "XLA"},
+}
+
+
+def name():
+    return keras.backend.backend()
+
+
+def require(backend):
+    """Fail clearly if Keras is running another backend than `backend`."""
+    if backend is not None and backend != name():
+        raise RuntimeError(
+            f"Keras is already imported with backend {name()!r}, so the "
+            f"{backend!r} backend cannot be benchmarked in this process. Run "
+            f"`python -m ptycho_layers.benchmark --backend {backend}` (which "
+            f"starts a fresh interpreter), or set KERAS_BACKEND={backend} "
+            "before importing keras."
+        )
+
+
+def prepare(dtype):
+    """Backend settings a dtype needs before any array is made."""
+    if name() == "jax" and dtype in ("float64", "complex128"):
+        # Without 64-bit mode JAX quietly computes float64 in float32.
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+
+
+def quiet_retracing():
+    """Silence TensorFlow's retracing warning: sweeps trace every function
+    once per shape on purpose."""
+    if name() == "tensorflow":
+        import tensorflow as tf
+
+        tf.get_logger().setLevel("ERROR")
+
+
+def mode_label(mode):
+    return _MODE_LABELS[name()][mode]
+
+
+def mode_unavailable(mode):
+    """None if `mode` runs on this backend, else the reason it does not."""
+    if mode == "xla" and name() == "jax":
+        return "n/a: jax.jit is already XLA"
+    if mode == "xla" and name() == "torch":
+        return "n/a: no XLA mode on the torch backend"
+    return None
+
+
+def compile_fn(fn, mode):
+    """`fn` (tensors -> tensor) wrapped for `mode` on this backend."""
+    if mode == "eager":
+        return fn
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        # No AutoGraph: the functions use keras.ops control flow already.
+        return tf.function(fn, jit_compile=(mode == "xla"), autograph=False)
+    if mode == "xla":
+        raise ValueError(mode_unavailable(mode))
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    import torch
+
+    return torch.compile(fn)
+
+
+def peer_mode():
+    """How peers run: traced on TensorFlow and JAX (as they would inside a
+    model), eager on torch (compiling a per-patch loop is not practical)."""
+    return "eager" if name() == "torch" else "graph"
+
+
+def block(value):
+    """Wait until `value` (a tensor, numpy array or tuple) is computed."""
+    backend = name()
+    if backend == "jax":
+        import jax
+
+        jax.block_until_ready(value)
+    elif backend == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+    else:
+        import tensorflow as tf
+
+        # Eager CPU ops return finished results; GPU ops are queued.
+        if tf.config.list_logical_devices("GPU"):
+            tf.test.experimental.sync_devices()
+    return value
+
+
+def to_tensor(array):
+    return ops.convert_to_tensor(array)
+
+
+def to_numpy(value):
+    if isinstance(value, np.ndarray):
+        return value
+    return ops.convert_to_numpy(value)
+
+
+def native_copy(tensor):
+    """A fresh copy of `tensor` made by the backend itself."""
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        # tf.identity may alias its input; DeepCopy always copies.
+        return tf.raw_ops.DeepCopy(x=tensor)
+    if backend == "jax":
+        import jax.numpy as jnp
+
+        return jnp.array(tensor, copy=True)
+    import torch
+
+    return torch.clone(tensor)
+
+
+def native_copy_label():
+    return {
+        "tensorflow": "tf.raw_ops.DeepCopy",
+        "jax": "jnp.array(copy=True)",
+        "torch": "torch.clone",
+    }[name()]
+
+
+def value_and_grad(loss_fn, mode):
+    """(object, offsets) -> (loss, d loss / d object), compiled for `mode`.
+
+    Args:
+        loss_fn: (object (1, H, W), offsets (B, c, 2)) -> real scalar.
+        mode: a compile mode; torch always runs eager (autograd).
+    """
+    backend = name()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        def step(image, offsets):
+            with tf.GradientTape() as tape:
+                tape.watch(image)
+                loss = loss_fn(image, offsets)
+            return loss, tf.convert_to_tensor(tape.gradient(loss, image))
+
+        return compile_fn(step, mode)
+    if backend == "jax":
+        import jax
+
+        return compile_fn(jax.value_and_grad(loss_fn), mode)
+
+    def torch_step(image, offsets):
+        image = image.detach().requires_grad_(True)
+        loss = loss_fn(image, offsets)
+        loss.backward()
+        return loss.detach(), image.grad
+
+    return torch_step
+
+
+def versions():
+    """Installed versions of the packages the benchmark depends on."""
+    found = {}
+    for package in ("keras", "numpy", "tensorflow", "jax", "jaxlib", "torch"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    return found

@@ -1,0 +1,309 @@
+"""The benchmark case (object and offsets) and the rows of the table.
+
+A row is a zero-argument callable returning (B', N, N, c) patches for the
+first B' rows of the case's offsets (B' = B unless the row times a subset
+and scales its time up), with what the table needs to describe it.
+"""
+
+import dataclasses
+import math
+from typing import Callable, Optional
+
+import numpy as np
+
+from ptycho_layers import kernels
+from ptycho_layers.benchmark import backends
+from ptycho_layers.benchmark import peers
+
+__all__ = [
+    "ROW_IDS",
+    "LAYER_MODES",
+    "Case",
+    "Row",
+    "RowSettings",
+    "make_case",
+    "build_rows",
+    "max_error",
+]
+
+ROW_IDS = (
+    "legacy",
+    "tiled",
+    "crop_and_resize",
+    "layer_eager",
+    "layer_graph",
+    "layer_xla",
+    "copy_numpy",
+    "copy_backend",
+)
+LAYER_MODES = {"layer_eager": "eager", "layer_graph": "graph", "layer_xla": "xla"}
+
+_GIB = 1 << 30
+
+
+@dataclasses.dataclass
+class Case:
+    """One object and its scan positions.
+
+    images: (1, H, W) numpy array; offsets: (B, c, 2) [x, y] numpy array;
+    patch_size: N; dtype: the object's dtype name.
+    """
+
+    images: np.ndarray
+    offsets: np.ndarray
+    patch_size: int
+    dtype: str
+
+    @property
+    def count(self):
+        """K, the number of patches (B * c)."""
+        return self.offsets.shape[0] * self.offsets.shape[1]
+
+    @property
+    def shape(self):
+        return self.images.shape[1:]
+
+    @property
+    def itemsize(self):
+        return np.dtype(self.dtype).itemsize
+
+    @property
+    def output_bytes(self):
+        return self.count * self.patch_size**2 * self.itemsize
+
+    def subset(self, patches):
+        """The case cut to the first whole groups holding >= `patches`."""
+        groups = self.offsets.shape[1]
+        rows = min(self.offsets.shape[0], max(1, math.ceil(patches / groups)))
+        return dataclasses.replace(self, offsets=self.offsets[:rows])
+
+
+def make_case(groups, gridsize, patch_size, height, width, dtype, seed=0):
+    """A random object and uniformly random scan positions over it.
+
+    The object has random amplitude and phase (random real values for real
+    dtypes); offsets [x, y] are uniform over [0, W) x [0, H), float64 for
+    64-bit dtypes and float32 otherwise (PtychoPINN's offsets are float32).
+    """
+    rng = np.random.default_rng(seed)
+    amplitude = rng.uniform(0.5, 1.5, (1, height, width))
+    if np.dtype(dtype).kind == "c":
+        phase = rng.uniform(-np.pi, np.pi, (1, height, width))
+        images = (amplitude * np.exp(1j * phase)).astype(dtype)
+    else:
+        images = amplitude.astype(dtype)
+    channels = gridsize**2
+    x = rng.uniform(0, width, (groups, channels))
+    y = rng.uniform(0, height, (groups, channels))
+    coord = "float64" if dtype in ("float64", "complex128") else "float32"
+    offsets = np.stack([x, y], axis=-1).astype(coord)
+    return Case(images, offsets, patch_size, dtype)
+
+
+@dataclasses.dataclass
+class Row:
+    """A row of the table.
+
+    fn: () -> patches for `patches` patches (None if skipped); scale: K
+    divided by `patches` (the time is multiplied by it); estimate: analytic
+    working memory in bytes; skip: why the row does not run.
+    """
+
+    id: str
+    label: str
+    fn: Optional[Callable] = None
+    patches: int = 0
+    scale: float = 1.0
+    estimate: Optional[int] = None
+    skip: Optional[str] = None
+
+
+@dataclasses.dataclass
+class RowSettings:
+    """legacy_patches: patches the legacy loop times when K is larger.
+    tiled_budget: bytes a chunk of the tiled batch may use.
+    tiled_full_bytes: the tiled batch times all K patches while K padded
+    objects fit in this many bytes, else `legacy_patches` of them."""
+
+    legacy_patches: int = 32
+    tiled_budget: int = _GIB
+    tiled_full_bytes: int = 2 * _GIB
+
+
+def max_error(patches, reference):
+    """Max |patches - reference| over the rows `patches` covers."""
+    patches = backends.to_numpy(patches)
+    return float(np.max(np.abs(patches - reference[: patches.shape[0]]), initial=0))
+
+
+def _tensors(case):
+    return backends.to_tensor(case.images), backends.to_tensor(case.offsets)
+
+
+def _subset_note(part, case):
+    if part.count == case.count:
+        return ""
+    return f", timed on {part.count} of {case.count} patches, x{case.count / part.count:.0f}"
+
+
+def _channels_bytes(case, pad):
+    """Bytes of the object split into real channels and padded by `pad`."""
+    height, width = case.shape
+    channels = 2 if np.dtype(case.dtype).kind == "c" else 1
+    real = np.dtype(case.dtype).itemsize // channels
+    return (height + 2 * pad) * (width + 2 * pad) * channels * real
+
+
+def _legacy(case, settings, reference):
+    part = case.subset(settings.legacy_patches)
+    mode = backends.peer_mode()
+    size = case.patch_size
+    fn = backends.compile_fn(
+        lambda im, off: kernels.extract_patches_legacy(im, off, size), mode
+    )
+    images, offsets = _tensors(part)
+    padded = _channels_bytes(case, size // 2)
+    return Row(
+        "legacy",
+        f"legacy (batched=False, {backends.mode_label(mode)}{_subset_note(part, case)})",
+        lambda: fn(images, offsets),
+        patches=part.count,
+        scale=case.count / part.count,
+        # One gathered padded object, its translation and a temporary,
+        # plus the channel canvas and the complex result.
+        estimate=3 * padded + 2 * part.output_bytes,
+    )
+
+
+def _tiled(case, settings, reference):
+    padded = _channels_bytes(case, case.patch_size // 2)
+    chunk = peers.tiled_chunk(padded, settings.tiled_budget)
+    part = case
+    if case.count * padded > settings.tiled_full_bytes:
+        part = case.subset(settings.legacy_patches)
+    chunk = min(chunk, part.count)
+    mode = backends.peer_mode()
+    size = case.patch_size
+    fn = backends.compile_fn(
+        lambda im, off: peers.tiled_batch(im, off, size, chunk), mode
+    )
+    images, offsets = _tensors(part)
+    return Row(
+        "tiled",
+        f"tiled batch (affine_transform, chunks of {chunk}, "
+        f"{backends.mode_label(mode)}{_subset_note(part, case)})",
+        lambda: fn(images, offsets),
+        patches=part.count,
+        scale=case.count / part.count,
+        estimate=3 * chunk * padded + 2 * part.output_bytes,
+    )
+
+
+def _crop_and_resize(case, settings, reference):
+    label = "tf.image.crop_and_resize"
+    if backends.name() != "tensorflow":
+        return Row("crop_and_resize", label, skip="skipped: TensorFlow only")
+    size = case.patch_size
+    fn = backends.compile_fn(
+        lambda im, off: peers.crop_and_resize(im, off, size), "graph"
+    )
+    images, offsets = _tensors(case)
+    channels = 2 if np.dtype(case.dtype).kind == "c" else 1
+    crops = case.count * size**2 * channels * 4  # always float32
+    return Row(
+        "crop_and_resize",
+        f"{label} (C++ kernel, {backends.mode_label('graph')})",
+        lambda: fn(images, offsets),
+        patches=case.count,
+        estimate=_channels_bytes(case, 1) + crops + case.output_bytes,
+    )
+
+
+def _layer(row_id):
+    mode = LAYER_MODES[row_id]
+
+    def build(case, settings, reference):
+        label = f"this layer, {backends.mode_label(mode)}"
+        reason = backends.mode_unavailable(mode)
+        if reason:
+            return Row(row_id, label, skip=reason)
+        size = case.patch_size
+        fn = backends.compile_fn(
+            lambda im, off: kernels.extract_patches_batched(im, off, size), mode
+        )
+        images, offsets = _tensors(case)
+        window = case.count * (size + 1) ** 2
+        return Row(
+            row_id,
+            label,
+            lambda: fn(images, offsets),
+            patches=case.count,
+            # The (N+1)^2 window and its int32 indices, the half-blended
+            # (N, N+1) window, the patches and their NaN-masked copy.
+            estimate=window * (case.itemsize + 4)
+            + case.count * size * (size + 1) * case.itemsize
+            + 2 * case.output_bytes,
+        )
+
+    return build
+
+
+def _copy_numpy(case, settings, reference):
+    source = reference
+    # A written copy, not np.empty: its pages must be resident already, or
+    # the first copy would count them as new memory.
+    target = source.copy()
+
+    def copy():
+        np.copyto(target, source)
+        return target
+
+    return Row(
+        "copy_numpy",
+        "output copy, np.copyto into a preallocated array",
+        copy,
+        patches=case.count,
+        estimate=0,
+    )
+
+
+def _copy_backend(case, settings, reference):
+    source = backends.to_tensor(reference)
+    return Row(
+        "copy_backend",
+        f"output copy, {backends.native_copy_label()}",
+        lambda: backends.native_copy(source),
+        patches=case.count,
+        estimate=case.output_bytes,
+    )
+
+
+_BUILDERS = {
+    "legacy": _legacy,
+    "tiled": _tiled,
+    "crop_and_resize": _crop_and_resize,
+    "layer_eager": _layer("layer_eager"),
+    "layer_graph": _layer("layer_graph"),
+    "layer_xla": _layer("layer_xla"),
+    "copy_numpy": _copy_numpy,
+    "copy_backend": _copy_backend,
+}
+
+
+def build_rows(case, ids=ROW_IDS, settings=None, reference=None):
+    """The rows named by `ids`, in table order.
+
+    Args:
+        case: the `Case`.
+        ids: row ids from `ROW_IDS`.
+        settings: a `RowSettings` (defaults if None).
+        reference: (B, N, N, c) numpy patches of the case, the source of the
+            copy rows (zeros of that shape if None).
+    """
+    settings = settings or RowSettings()
+    if reference is None:
+        size = case.patch_size
+        reference = np.zeros(
+            (case.offsets.shape[0], size, size, case.offsets.shape[1]), case.dtype
+        )
+    return [_BUILDERS[i](case, settings, reference) for i in ROW_IDS if i in ids]

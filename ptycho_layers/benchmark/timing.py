@@ -1,0 +1,164 @@
+"""Measuring: median times, peak memory, progress, the machine.
+
+Peak memory is the growth of the process's peak resident set (VmHWM in
+/proc/self/status) over a row's first call, in a fresh process that has
+only built the row's inputs: the peak is reset to the current RSS first
+(writing 5 to /proc/self/clear_refs, Linux 4.0+). This sees every
+allocator (TensorFlow's, XLA's, torch's), which tracemalloc does not. It
+must be the first call: TensorFlow's oneDNN allocator pools freed memory,
+so later calls reuse resident pages and would show no growth. It therefore
+includes tracing and compilation.
+"""
+
+import ctypes
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+
+from ptycho_layers.benchmark import backends
+
+__all__ = [
+    "time_calls",
+    "median",
+    "peak_memory_supported",
+    "peak_growth",
+    "Progress",
+    "machine_info",
+]
+
+
+def time_calls(fn, repeats, warmup=1, progress=None):
+    """Seconds per call of `fn()` over `repeats` calls, after `warmup`.
+
+    The warm-up calls pay for tracing and compilation, which are left out.
+    Returns the list of times; report their median.
+    """
+    for _ in range(warmup):
+        backends.block(fn())
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        backends.block(fn())
+        times.append(time.perf_counter() - start)
+        if progress is not None:
+            progress.step()
+    return times
+
+
+def median(times):
+    return statistics.median(times) if times else float("nan")
+
+
+def _status_bytes(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"{field} not in /proc/self/status")
+
+
+def _reset_peak():
+    with open("/proc/self/clear_refs", "w") as clear_refs:
+        clear_refs.write("5")
+
+
+def _trim_heap():
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: only the baseline is a little higher
+
+
+def peak_memory_supported():
+    """True where the peak RSS can be read and reset (Linux)."""
+    try:
+        _status_bytes("VmHWM")
+        _reset_peak()
+    except OSError:
+        return False
+    return True
+
+
+def peak_growth(fn):
+    """Bytes by which one call of `fn()` raises the process's peak RSS.
+
+    Meant for `fn`'s first call in a fresh process (see the module's
+    docstring). The result is alive at the end, so the output is included.
+    """
+    gc.collect()
+    _trim_heap()
+    _reset_peak()
+    before = _status_bytes("VmRSS")
+    result = backends.block(fn())
+    peak = _status_bytes("VmHWM")
+    del result
+    return max(0, peak - before)
+
+
+class Progress:
+    """A one-line progress bar on stderr (plain lines when not a tty)."""
+
+    def __init__(self, total, enabled=True, width=28):
+        self.total = max(1, total)
+        self.done = 0
+        self.label = ""
+        self.width = width
+        self.enabled = enabled
+        self.tty = sys.stderr.isatty()
+        self.started = time.perf_counter()
+
+    def start(self, label):
+        self.label = label
+        if self.enabled and not self.tty:
+            print(f"[{self.done}/{self.total}] {label}", file=sys.stderr, flush=True)
+        self._draw()
+
+    def step(self, count=1):
+        self.done = min(self.total, self.done + count)
+        self._draw()
+
+    def close(self):
+        if self.enabled and self.tty:
+            sys.stderr.write("\r" + " " * (self.width + 70) + "\r")
+            sys.stderr.flush()
+
+    def _draw(self):
+        if not (self.enabled and self.tty):
+            return
+        filled = int(self.width * self.done / self.total)
+        bar = "#" * filled + "." * (self.width - filled)
+        elapsed = time.perf_counter() - self.started
+        text = f"\r[{bar}] {self.done}/{self.total} {elapsed:5.0f}s {self.label}"
+        sys.stderr.write(text[: self.width + 70].ljust(self.width + 70))
+        sys.stderr.flush()
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            for line in cpuinfo:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info():
+    """CPU, cores and software versions, for the JSON file and the table."""
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return {
+        "cpu_model": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": usable,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "backend": backends.name(),
+        "versions": backends.versions(),
+    }

@@ -1,0 +1,235 @@
+"""The benchmark: its peers are honest, its table and JSON are complete.
+
+No timing is asserted: only that every row ran (or says why not), with
+positive, finite times and outputs that match the oracle.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from keras import ops
+
+from conftest import BACKEND, tensorflow_only
+from oracle import asymmetric_object, oracle_patches
+from ptycho_layers.benchmark import cli
+from ptycho_layers.benchmark import peers
+from ptycho_layers.benchmark import rows as rows_lib
+from ptycho_layers.benchmark import scaling
+from ptycho_layers.benchmark.__main__ import _requested_backend
+
+# Labels every table starts its rows with, whatever the backend.
+ROW_NAMES = [
+    "legacy (batched=False",
+    "tiled batch",
+    "tf.image.crop_and_resize",
+    "this layer, eager",
+    "this layer, ",
+    "output copy, np.copyto",
+    "output copy, ",
+]
+TF_ONLY = {"crop_and_resize", "layer_xla"}
+
+
+def offsets_over(height, width, patch_size, groups=2, channels=4, seed=0):
+    """Fractional offsets inside the object, plus patches over every edge."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0, width, (groups, channels))
+    y = rng.uniform(0, height, (groups, channels))
+    half = patch_size // 2
+    x[0, :4] = [-half - 0.5, -0.25, width - 0.5, width + half - 0.25]
+    y[0, :4] = [height - 0.25, -half - 0.75, height + half - 0.5, 0.0]
+    return np.stack([x, y], axis=-1).astype("float32")
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "float32"])
+def test_tiled_batch_matches_oracle(dtype):
+    image = asymmetric_object(21, 27, dtype)[None]
+    offsets = offsets_over(21, 27, 6)
+    # A chunk that does not divide K, so the last chunk is a short one.
+    patches = peers.tiled_batch(ops.convert_to_tensor(image), ops.convert_to_tensor(offsets), 6, chunk=3)
+    patches = ops.convert_to_numpy(patches)
+    assert patches.shape == (2, 6, 6, 4)
+    assert patches.dtype == np.dtype(dtype)
+    # Float32 transforms, as in the legacy path: its documented 1e-4 bar.
+    scale = np.abs(image).max()
+    np.testing.assert_allclose(patches, oracle_patches(image, offsets, 6), rtol=0, atol=1e-4 * scale)
+
+
+@tensorflow_only
+@pytest.mark.parametrize("dtype,patch_size", [("complex64", 7), ("float64", 6), ("complex64", 1)])
+def test_crop_and_resize_matches_oracle(dtype, patch_size):
+    image = asymmetric_object(19, 24, dtype)[None]
+    offsets = offsets_over(19, 24, patch_size)
+    patches = peers.crop_and_resize(ops.convert_to_tensor(image), ops.convert_to_tensor(offsets), patch_size)
+    patches = ops.convert_to_numpy(patches)
+    assert patches.shape == (2, patch_size, patch_size, 4)
+    assert patches.dtype == np.dtype(dtype)
+    # Boxes are normalised float32 corners, re-scaled inside the kernel:
+    # ~1e-6 px of position error here, far below this 1e-4 bar. The edge
+    # offsets check the zero ring that makes it match zero extension.
+    scale = np.abs(image).max()
+    np.testing.assert_allclose(patches, oracle_patches(image, offsets, patch_size), rtol=0, atol=1e-4 * scale)
+
+
+@pytest.mark.parametrize("dtype", ["complex128", "float64"])
+def test_float64_reference_matches_oracle(dtype):
+    image = asymmetric_object(17, 23, dtype)[None]
+    offsets = offsets_over(17, 23, 5, groups=3).astype("float64")
+    ours = peers.reference_patches(image, offsets, 5, groups_per_step=2)
+    np.testing.assert_allclose(ours, oracle_patches(image, offsets, 5), rtol=0, atol=1e-12)
+
+
+def test_a_wrong_row_is_flagged_and_not_timed():
+    case = rows_lib.make_case(2, 2, 4, 12, 12, "complex64")
+    reference = oracle_patches(case.images, case.offsets, 4).astype("complex64")
+    wrong = rows_lib.Row("tiled", "a peer that swaps x and y",
+                         lambda: reference.transpose(0, 2, 1, 3).copy(), patches=case.count)
+    right = rows_lib.Row("tiled", "a peer that copies", lambda: reference.copy(), patches=case.count)
+    progress = _silent()
+    bad = cli.run_row(wrong, reference, reference, 1e-3, 2, progress)
+    good = cli.run_row(right, reference, reference, 1e-3, 2, progress)
+    assert bad["status"] == "wrong" and bad["times_s"] == []
+    assert "WRONG" in bad["reason"] and bad["max_error"] > 1e-3
+    assert good["status"] == "ok" and len(good["times_s"]) == 2
+    assert good["max_error"] == 0
+
+
+def test_subset_rows_scale_to_all_patches():
+    case = rows_lib.make_case(6, 2, 4, 16, 16, "complex64")
+    settings = rows_lib.RowSettings(legacy_patches=8, tiled_full_bytes=0)
+    legacy, tiled = rows_lib.build_rows(case, ["legacy", "tiled"], settings)
+    for row in (legacy, tiled):
+        assert row.patches == 8 and row.scale == 3.0
+        assert "8 of 24 patches" in row.label
+        assert ops.convert_to_numpy(row.fn()).shape == (2, 4, 4, 4)
+
+
+def test_object_size_parsing_and_row_selection():
+    args = cli.parse_args(["--object-size", "300x500", "--rows", "layer_eager,copy_numpy"])
+    assert args.object_shape == (300, 500)
+    assert args.rows == ["layer_eager", "copy_numpy"]
+    assert cli.parse_args(["--object-size", "392"]).object_shape == (392, 392)
+    quick = cli.parse_args(["--quick", "--groups", "3"])
+    assert quick.groups == 3 and quick.repeats == 2 and quick.memory == "analytic"
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--rows", "legacy,nonsense"])
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--object-size", "3x4x5"])
+
+
+def test_backend_flag():
+    assert _requested_backend(["--quick", "--backend", "jax"]) == "jax"
+    assert _requested_backend(["--backend=torch"]) == "torch"
+    assert _requested_backend(["--quick"]) is None
+    other = "jax" if BACKEND != "jax" else "torch"
+    # In-process, an already-imported Keras cannot switch backends.
+    with pytest.raises(RuntimeError, match="already imported with backend"):
+        cli.main(["--quick", "--backend", other])
+
+
+def test_scaling_and_gradient_report():
+    config = {"groups": 2, "gridsize": 1, "patch_size": 4, "dtype": "complex64", "seed": 0}
+    sizes = (12, 24)
+    forward = scaling.object_size_scaling(config, sizes, repeats=1, modes=["eager"])
+    (entry,) = forward.values()
+    assert len(entry["seconds"]) == 2
+    assert all(s > 0 and math.isfinite(s) for s in entry["seconds"])
+    assert entry["ratio"] == entry["seconds"][1] / entry["seconds"][0]
+    gradient = scaling.gradient_cost(config, sizes, repeats=1)
+    assert [p["object"] for p in gradient["points"]] == list(sizes)
+    for point in gradient["points"]:
+        assert point["forward_s"] > 0 and point["forward_backward_s"] > 0
+        assert math.isfinite(point["ratio"])
+
+
+def test_sweep_and_plot(tmp_path):
+    pytest.importorskip("matplotlib")
+    config = {"groups": 2, "gridsize": 1, "patch_size": 4, "dtype": "complex64",
+              "seed": 0, "height": 12, "width": 12}
+    settings = rows_lib.RowSettings(legacy_patches=1, tiled_full_bytes=0)
+    result = scaling.sweep(config, [1, 2], [10, 14], 1, settings,
+                           ids=("layer_eager", "legacy"))
+    assert [k for k, _ in result["k"]["legacy"]] == [1, 2]
+    assert [e for e, _ in result["object"]["layer_eager"]] == [10, 14]
+    assert all(s > 0 for series in result["k"].values() for _, s in series)
+    path = tmp_path / "sweep.png"
+    scaling.plot(result, str(path), "test")
+    assert path.stat().st_size > 1000
+
+
+def _silent():
+    from ptycho_layers.benchmark import timing
+
+    return timing.Progress(1, enabled=False)
+
+
+def _check_report(report, stdout):
+    rows = {row["id"]: row for row in report["rows"]}
+    assert list(rows) == list(rows_lib.ROW_IDS)
+    for row_id, row in rows.items():
+        if BACKEND != "tensorflow" and row_id in TF_ONLY:
+            assert row["status"] == "skipped", row
+            assert row["reason"] in stdout
+            continue
+        if BACKEND == "torch" and row_id == "layer_graph" and row["status"] == "failed":
+            # torch.compile needs a working compiler; the table says n/a.
+            assert row["reason"].startswith("n/a")
+            continue
+        assert row["status"] == "ok", row
+        assert row["times_s"] and all(t > 0 and math.isfinite(t) for t in row["times_s"])
+        assert row["median_s"] > 0 and math.isfinite(row["median_s"])
+        assert row["patches_per_s"] > 0
+        assert row["max_error"] <= report["tolerance"]
+    assert rows["crop_and_resize"]["status"] == ("ok" if BACKEND == "tensorflow" else "skipped")
+    assert "skipped: TensorFlow only" in stdout or BACKEND == "tensorflow"
+    for name in ROW_NAMES:
+        assert name in stdout, name
+    assert report["machine"]["backend"] == BACKEND
+    assert report["machine"]["cpu_count"] >= 1
+    assert report["machine"]["versions"]["keras"]
+    assert report["reference_error"] < 1e-5
+
+
+def test_main_in_process(tmp_path, capsys):
+    path = tmp_path / "out.json"
+    status = cli.main(["--quick", "--repeats", "1", "--memory", "analytic",
+                       "--no-progress", "--json", str(path)])
+    assert status == 0
+    _check_report(json.loads(path.read_text()), capsys.readouterr().out)
+
+
+@pytest.mark.slow
+def test_command_line_quick_run(tmp_path):
+    path = tmp_path / "out.json"
+    env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        [sys.executable, "-m", "ptycho_layers.benchmark", "--quick", "--json", str(path)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    _check_report(json.loads(path.read_text()), done.stdout)
+
+
+@pytest.mark.slow
+def test_measured_memory_sees_the_output(tmp_path):
+    """A backend copy of an 8 MB output must raise the peak RSS by at least
+    8 MB: the measurement sees the backend's own allocator."""
+    path = tmp_path / "out.json"
+    env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run(
+        [sys.executable, "-m", "ptycho_layers.benchmark", "--groups", "64",
+         "--object-size", "96", "--repeats", "1", "--rows", "copy_backend",
+         "--memory", "subprocess", "--no-progress", "--json", str(path)],
+        env=env, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    (row,) = json.loads(path.read_text())["rows"]
+    output_bytes = 64 * 4 * 64 * 64 * 8
+    assert row["estimate_bytes"] == output_bytes
+    assert row["peak_rss_bytes"] >= 0.95 * output_bytes
+    assert row["peak_rss_bytes"] < 4 * output_bytes
