@@ -89,20 +89,14 @@ def _nan_where_not_finite(patches, finite):
     return patches + ops.cast(nan, dtype)
 
 
-def _channels_last(patches, finite):
-    """(B, c, N, N) -> (B, N, N, c), behind a fusion boundary.
+def _fusion_boundary(fn, predicate):
+    """`fn()`, computed where XLA cannot fuse it with its consumers.
 
-    XLA fuses a transpose into the loop that computes its input; with the
-    c patches of a group innermost that loop cannot vectorise and runs about
-    5x slower than blend-then-copy. A conditional is a boundary XLA does not
-    fuse across (an optimisation barrier is dropped on CPU), so both
-    branches are the same transpose and the predicate only has to be data.
+    A conditional is a boundary XLA does not fuse across (an optimisation
+    barrier is dropped on CPU), so both branches are `fn` and the predicate
+    only has to be data. Without XLA this is a plain call.
     """
-
-    def transpose():
-        return ops.transpose(patches, (0, 2, 3, 1))
-
-    return ops.cond(ops.all(finite), transpose, transpose)
+    return ops.cond(predicate, fn, fn)
 
 
 def _axis_indices(start, fraction, size, patch_size, coord_dtype):
@@ -186,7 +180,7 @@ def extract_patches_batched(images, offsets, patch_size):
         ops.cast(num_images - 1, "int32"),
     )
     window = _windows(images, image_index, x_start, y_start, rows, cols,
-                      patch_size)
+                      patch_size, ops.all(finite))
 
     # Blend in (B, c, ., .) layout: the window rows are contiguous, so the
     # loops vectorise; the channels-last transpose comes once, at the end.
@@ -199,12 +193,23 @@ def extract_patches_batched(images, offsets, patch_size):
     blended = col_w0 * window[..., :-1] + col_w1 * window[..., 1:]
     patches = row_w0 * blended[:, :, :-1] + row_w1 * blended[:, :, 1:]
     patches = _nan_where_not_finite(ops.cast(patches, dtype), finite)
-    return _channels_last(patches, finite)
+    # XLA would fuse the transpose into the blend loop; with the c patches
+    # of a group innermost that loop does not vectorise (about 5x slower
+    # than blend-then-transpose).
+    return _fusion_boundary(
+        lambda: ops.transpose(patches, (0, 2, 3, 1)), ops.all(finite)
+    )
 
 
-def _windows(images, image_index, x_start, y_start, rows, cols, patch_size):
-    """Dispatch the neighbourhood gather: JAX has a windowed gather (one
-    contiguous slice per patch), every backend has the element gather."""
+def _windows(images, image_index, x_start, y_start, rows, cols, patch_size,
+             predicate):
+    """Dispatch the neighbourhood gather, (B, c, N+1, N+1).
+
+    JAX has a windowed gather (one contiguous slice per patch), cheap enough
+    for XLA to fuse into the blend. Every backend has the element gather;
+    its result is materialised, because fused into the blend XLA would redo
+    the gather for each of the four neighbours that read an entry (4x).
+    """
     size = patch_size + 1
     shape = tuple(images.shape)
     if (
@@ -217,7 +222,9 @@ def _windows(images, image_index, x_start, y_start, rows, cols, patch_size):
         return _jax_windows.gather_windows(
             images, image_index, x_start, y_start, size
         )
-    return _gather_windows(images, image_index, rows, cols)
+    return _fusion_boundary(
+        lambda: _gather_windows(images, image_index, rows, cols), predicate
+    )
 
 
 def _whole_axis(shift, size):
