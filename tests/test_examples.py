@@ -1,0 +1,100 @@
+"""Every example runs (`--small`), exits 0 and writes the files it says.
+
+The examples check their own numbers and exit non-zero when one is wrong:
+the quickstart that an integer offset's patch is the slice the convention
+names; sequential_model that a saved and loaded model predicts exactly the
+same; export_savedmodel that the served SavedModel matches the Keras model;
+ptychopinn_dropin that `batched=True` matches PtychoPINN's per-patch loop;
+reconstruct that `model.fit` on the held, trainable object converges.
+
+Each example is a fresh Python process that imports Keras and its backend
+(seconds each), so all of them are started together when the first test
+of this file runs, and each test waits for its own.
+"""
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import pytest
+
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
+TIMEOUT_S = 300
+
+# Example -> (files it writes under --out, PNG files among them).
+EXAMPLES = {
+    "quickstart": ([], ["quickstart.png"]),
+    "sequential_model": (["sequential_model.keras"], []),
+    "export_savedmodel": (["patches_savedmodel/saved_model.pb"], []),
+    "ptychopinn_dropin": ([], []),
+    "reconstruct": ([], ["reconstruct.png"]),
+}
+TENSORFLOW_ONLY = {"export_savedmodel"}
+
+
+def runnable(name):
+    return name not in TENSORFLOW_ONLY or keras.backend.backend() == "tensorflow"
+
+
+@pytest.fixture(scope="module")
+def runs(request, tmp_path_factory):
+    """Start every selected, runnable example at once; name -> (process,
+    out dir)."""
+    selected = {
+        item.callspec.params["name"]
+        for item in request.session.items
+        if getattr(item, "originalname", None) == "test_example_runs"
+    }
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    started = {}
+    for name in EXAMPLES:
+        if name not in selected or not runnable(name):
+            continue
+        out = tmp_path_factory.mktemp(name)
+        process = subprocess.Popen(
+            [sys.executable, str(EXAMPLES_DIR / f"{name}.py"), "--small", "--out", str(out)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+        started[name] = (process, out)
+    yield started
+    for process, _ in started.values():
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.parametrize("name", list(EXAMPLES))
+def test_example_runs(name, runs):
+    if not runnable(name):
+        pytest.skip("exports a TensorFlow SavedModel: TensorFlow backend only")
+    process, out = runs[name]
+    try:
+        output, _ = process.communicate(timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        output, _ = process.communicate()
+        pytest.fail(f"{name}.py --small ran past {TIMEOUT_S} s:\n{output[-3000:]}")
+    assert process.returncode == 0, f"{name}.py --small failed:\n{output[-3000:]}"
+    assert "backend:" in output  # it printed what it did
+
+    files, pngs = EXAMPLES[name]
+    for file in files:
+        path = out / file
+        assert path.is_file() and path.stat().st_size > 0, f"missing {path}"
+    if not HAS_MATPLOTLIB:
+        assert "matplotlib is not installed" in output
+        return
+    for png in pngs:
+        path = out / png
+        assert path.is_file(), f"{name}.py wrote no {png}:\n{output[-3000:]}"
+        head = path.read_bytes()[:8]
+        assert head == PNG_SIGNATURE, f"{path} is not a PNG (starts {head!r})"
+        assert path.stat().st_size > 1000  # an image, not just a header
