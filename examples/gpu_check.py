@@ -101,8 +101,11 @@ class Runner:
                 return np.asarray(fn(*args))
         device = self.cuda if where == "gpu" else "cpu"
         args = [self.torch.as_tensor(a, device=device) for a in (image, offsets)]
-        with self.torch.no_grad():
-            return extract_patches_batched(*args, self.patch_size).cpu().numpy()
+        # Keras creates the kernel's own tensors (aranges, constants) on its
+        # current device: pin it to the one the inputs are on.
+        with keras.device("cpu:0" if device == "cpu" else "gpu:0"):
+            with self.torch.no_grad():
+                return extract_patches_batched(*args, self.patch_size).cpu().numpy()
 
     def timers(self, image, offsets):
         """(layer, copy, sync): callables on device-resident data."""
