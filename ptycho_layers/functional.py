@@ -1,5 +1,8 @@
 """`extract_patches`: the layer's contract as a plain function."""
 
+import functools
+
+import keras
 from keras import ops
 
 from ptycho_layers import kernels
@@ -32,8 +35,28 @@ def prepare_inputs(images, offsets):
 def dispatch(images, offsets, patch_size, batched):
     """Run the vectorized kernel or the legacy loop on checked inputs."""
     if batched:
+        if keras.backend.backend() == "tensorflow":
+            return _xla_batched(patch_size)(images, offsets)
         return kernels.extract_patches_batched(images, offsets, patch_size)
     return kernels.extract_patches_legacy(images, offsets, patch_size)
+
+
+@functools.lru_cache(maxsize=None)
+def _xla_batched(patch_size):
+    """The vectorized kernel as an XLA-compiled TensorFlow function.
+
+    On TensorFlow the kernel is 5-10x faster compiled by XLA than run op by
+    op (eager or in a plain graph), and Keras does not compile on CPU unless
+    asked. A compiled function called from eager code or from any graph
+    (model.predict, tf.data, a SavedModel) is compiled for each new input
+    shape and cached; under an enclosing `jit_compile=True` it is inlined.
+    """
+    import tensorflow as tf
+
+    def batched(images, offsets):
+        return kernels.extract_patches_batched(images, offsets, patch_size)
+
+    return tf.function(batched, jit_compile=True)
 
 
 def extract_patches(images, offsets, patch_size, batched=True):

@@ -126,12 +126,16 @@ def _axis_indices(start, fraction, size, patch_size, coord_dtype):
     return index, w0, w1
 
 
-def _gather_windows(images, image_index, rows, cols):
+def _gather_windows(images, image_index, rows, cols, predicate):
     """Each patch's (N+1)x(N+1) neighbourhood, (B, c, N+1, N+1).
 
     images: (Bi, H, W); image_index: (B,) int32; rows, cols: (B, c, N+1)
     int32 clamped indices. One element gather from the flattened images;
     entries read at clamped indices get zero weight in the blend.
+
+    The gathered windows are materialised behind a fusion boundary: fused
+    into the blend, XLA would redo the gather for each of the four
+    neighbours that read an entry (4x the work).
     """
     _, height, width = ops.shape(images)
     flat = (
@@ -139,7 +143,43 @@ def _gather_windows(images, image_index, rows, cols):
         * width
         + cols[..., None, :]
     )
-    return ops.take(ops.reshape(images, (-1,)), flat, axis=0)
+    flat_images = ops.reshape(images, (-1,))
+    if keras.backend.backend() == "tensorflow":
+        return _tf_gather(flat_images, flat, predicate)
+    return _fusion_boundary(
+        lambda: ops.take(flat_images, flat, axis=0), predicate
+    )
+
+
+def _tf_gather(flat, index, predicate):
+    """TensorFlow's gather behind the fusion boundary, with a scatter-add of
+    the upstream values (sized by the static object size) as its gradient.
+
+    TensorFlow's own gradient through a gather inside a conditional sizes
+    its result from a run-time shape, which XLA refuses for large objects;
+    keras.ops.take would also add a pass mapping negative indices.
+    """
+    import tensorflow as tf
+
+    size = flat.shape[0]
+
+    @tf.custom_gradient
+    def gather(values, positions, materialise):
+        def scatter_add(upstream):
+            segments = size if size is not None else tf.shape(values)[0]
+            added = tf.math.unsorted_segment_sum(
+                tf.reshape(upstream, [-1]),
+                tf.reshape(positions, [-1]),
+                segments,
+            )
+            return added, None, None
+
+        windows = _fusion_boundary(
+            lambda: tf.gather(values, positions), materialise
+        )
+        return windows, scatter_add
+
+    return gather(flat, index, predicate)
 
 
 def extract_patches_batched(images, offsets, patch_size):
@@ -206,9 +246,7 @@ def _windows(images, image_index, x_start, y_start, rows, cols, patch_size,
     """Dispatch the neighbourhood gather, (B, c, N+1, N+1).
 
     JAX has a windowed gather (one contiguous slice per patch), cheap enough
-    for XLA to fuse into the blend. Every backend has the element gather;
-    its result is materialised, because fused into the blend XLA would redo
-    the gather for each of the four neighbours that read an entry (4x).
+    for XLA to fuse into the blend; every backend has the element gather.
     """
     size = patch_size + 1
     shape = tuple(images.shape)
@@ -222,9 +260,7 @@ def _windows(images, image_index, x_start, y_start, rows, cols, patch_size,
         return _jax_windows.gather_windows(
             images, image_index, x_start, y_start, size
         )
-    return _fusion_boundary(
-        lambda: _gather_windows(images, image_index, rows, cols), predicate
-    )
+    return _gather_windows(images, image_index, rows, cols, predicate)
 
 
 def _whole_axis(shift, size):

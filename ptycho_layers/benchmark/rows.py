@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ptycho_layers import kernels
+from ptycho_layers.functional import extract_patches
 from ptycho_layers.benchmark import backends
 from ptycho_layers.benchmark import peers
 
@@ -229,7 +230,7 @@ def _layer(row_id):
             return Row(row_id, label, skip=reason)
         size = case.patch_size
         fn = backends.compile_fn(
-            lambda im, off: kernels.extract_patches_batched(im, off, size), mode
+            lambda im, off: extract_patches(im, off, size), mode
         )
         images, offsets = _tensors(case)
         window = case.count * (size + 1) ** 2

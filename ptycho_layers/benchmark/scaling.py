@@ -1,7 +1,7 @@
 """How this layer's time scales: with the object's size, with backprop, and
 (for ``--plot``) against its peers over K and over the object's size."""
 
-from ptycho_layers import kernels
+from ptycho_layers.functional import extract_patches
 from ptycho_layers.benchmark import backends
 from ptycho_layers.benchmark import rows as rows_lib
 from ptycho_layers.benchmark import timing
@@ -45,7 +45,7 @@ def object_size_scaling(config, sizes, repeats, progress=None, modes=None):
     for mode in modes or _layer_modes():
         size = config["patch_size"]
         fn = backends.compile_fn(
-            lambda im, off: kernels.extract_patches_batched(im, off, size), mode
+            lambda im, off: extract_patches(im, off, size), mode
         )
         seconds = []
         for extent in sizes:
@@ -68,7 +68,7 @@ def _loss(weights, dtype):
     from keras import ops
 
     def loss(images, offsets):
-        patches = kernels.extract_patches_batched(images, offsets, weights.shape[1])
+        patches = extract_patches(images, offsets, weights.shape[1])
         w = ops.cast(backends.to_tensor(weights), dtype)
         if dtype in ("complex64", "complex128"):
             return ops.sum(ops.real(ops.conj(w) * patches))
