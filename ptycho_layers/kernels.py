@@ -219,8 +219,10 @@ def extract_patches_batched(images, offsets, patch_size):
         ops.arange(ops.shape(offsets)[0], dtype="int32"),
         ops.cast(num_images - 1, "int32"),
     )
+    # Any data-dependent predicate serves the fusion boundaries.
+    all_finite = ops.all(finite)
     window = _windows(images, image_index, x_start, y_start, rows, cols,
-                      patch_size, ops.all(finite))
+                      patch_size, all_finite)
 
     # Blend in (B, c, ., .) layout: the window rows are contiguous, so the
     # loops vectorise; the channels-last transpose comes once, at the end.
@@ -237,7 +239,7 @@ def extract_patches_batched(images, offsets, patch_size):
     # of a group innermost that loop does not vectorise (about 5x slower
     # than blend-then-transpose).
     return _fusion_boundary(
-        lambda: ops.transpose(patches, (0, 2, 3, 1)), ops.all(finite)
+        lambda: ops.transpose(patches, (0, 2, 3, 1)), all_finite
     )
 
 
