@@ -170,11 +170,17 @@ class PatchExtraction(keras.layers.Layer):
             return None
         if not self._image_as_pairs:
             return self.image_variable
-        pairs = self.image_variable
+        pairs = ops.convert_to_tensor(self.image_variable)
+        real, imag = pairs[..., 0], pairs[..., 1]
+        if keras.backend.backend() == "tensorflow":
+            import tensorflow as tf
+
+            # One op, whose gradient is the real and imaginary parts;
+            # casting real to complex would warn on every backward pass
+            # that the cast's gradient drops an imaginary part.
+            return tf.complex(real, imag)
         dtype = self.image_dtype
-        return ops.cast(pairs[..., 0], dtype) + ops.cast(
-            pairs[..., 1], dtype
-        ) * ops.cast(1j, dtype)
+        return ops.cast(real, dtype) + ops.cast(imag, dtype) * ops.cast(1j, dtype)
 
     def _split(self, inputs):
         """Return (images, offsets) from either form's inputs (tensors or,
