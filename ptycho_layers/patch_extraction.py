@@ -56,7 +56,9 @@ class PatchExtraction(keras.layers.Layer):
             patches at once, O(K*N^2) whatever the object's size. False: the
             legacy algorithm (pad the object by N//2, translate the whole of
             it by -offset, keep the top-left NxN, one patch at a time), kept
-            as the reference.
+            as the reference. On TensorFlow the vectorized path always runs
+            XLA-compiled, so the first call with new input shapes compiles
+            (about a second) and later ones reuse it.
         image: optional (H, W) or (H, W, 1) array, real or complex: the held
             object. Its values are stored as a weight named "image"
             (`layer.image_variable`); `layer.image` gives it back as an
