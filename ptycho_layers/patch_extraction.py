@@ -113,14 +113,7 @@ class PatchExtraction(keras.layers.Layer):
         self.trainable_image = trainable_image
 
         if image is not None:
-            image = np.asarray(image)
-            if image.ndim == 3 and image.shape[-1] == 1:
-                image = image[..., 0]
-            if image.ndim != 2:
-                raise ValueError(
-                    "Argument `image` must have shape (H, W) or (H, W, 1). "
-                    f"Received: image.shape={image.shape}"
-                )
+            image = validation.single_object(np.asarray(image), "image")
             if image_shape is not None and tuple(image_shape) != image.shape:
                 raise ValueError(
                     "Arguments `image` and `image_shape` disagree. Received: "

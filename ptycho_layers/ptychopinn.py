@@ -53,13 +53,6 @@ def get_image_patches(
         )
     # (B, 1, 2, c) -> (B, c, 2): [x, y] moves to the last axis.
     offsets = ops.transpose(offsets[:, 0], (0, 2, 1))
-    image = ops.convert_to_tensor(gt_image)
-    if len(image.shape) == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    if len(image.shape) != 2:
-        raise ValueError(
-            "Argument `gt_image` must have shape (H, W) or (H, W, 1). "
-            f"Received: gt_image.shape={tuple(image.shape)}"
-        )
+    image = validation.single_object(ops.convert_to_tensor(gt_image), "gt_image")
     image = ops.cast(image, "complex64")
     return functional.extract_patches(image[None], offsets, N, batched)

@@ -14,6 +14,7 @@ __all__ = [
     "check_images_shape",
     "check_offsets_shape",
     "check_batches_match",
+    "single_object",
 ]
 
 
@@ -88,3 +89,15 @@ def check_batches_match(images_shape, offsets_shape):
             f"offsets.shape={tuple(offsets_shape)}"
         )
 
+
+def single_object(image, name):
+    """Accept one object, (H, W) or (H, W, 1) (an array or a tensor), and
+    return it as (H, W)."""
+    if len(image.shape) == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if len(image.shape) != 2:
+        raise ValueError(
+            f"Argument `{name}` must have shape (H, W) or (H, W, 1). "
+            f"Received: {name}.shape={tuple(image.shape)}"
+        )
+    return image
