@@ -34,29 +34,31 @@ def prepare_inputs(images, offsets):
 
 def dispatch(images, offsets, patch_size, batched):
     """Run the vectorized kernel or the legacy loop on checked inputs."""
-    if batched:
-        if keras.backend.backend() == "tensorflow":
-            return _xla_batched(patch_size)(images, offsets)
-        return kernels.extract_patches_batched(images, offsets, patch_size)
-    return kernels.extract_patches_legacy(images, offsets, patch_size)
+    if not batched:
+        return kernels.extract_patches_legacy(images, offsets, patch_size)
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        from ptycho_layers import _tf_xla
+
+        return _tf_xla.batched(patch_size)(images, offsets)
+    if backend == "jax":
+        return _jax_batched(patch_size)(images, offsets)
+    return kernels.extract_patches_batched(images, offsets, patch_size)
 
 
 @functools.lru_cache(maxsize=None)
-def _xla_batched(patch_size):
-    """The vectorized kernel as an XLA-compiled TensorFlow function.
+def _jax_batched(patch_size):
+    """The vectorized kernel under `jax.jit`: one XLA program whether the
+    caller is eager or traced (op by op, JAX would run each of the
+    kernel's dozens of operations separately, and round differently from
+    the fused program)."""
+    import jax
 
-    On TensorFlow the kernel is 5-10x faster compiled by XLA than run op by
-    op (eager or in a plain graph), and Keras does not compile on CPU unless
-    asked. A compiled function called from eager code or from any graph
-    (model.predict, tf.data, a SavedModel) is compiled for each new input
-    shape and cached; under an enclosing `jit_compile=True` it is inlined.
-    """
-    import tensorflow as tf
-
-    def batched(images, offsets):
-        return kernels.extract_patches_batched(images, offsets, patch_size)
-
-    return tf.function(batched, jit_compile=True)
+    return jax.jit(
+        lambda images, offsets: kernels.extract_patches_batched(
+            images, offsets, patch_size
+        )
+    )
 
 
 def extract_patches(images, offsets, patch_size, batched=True):

@@ -11,7 +11,10 @@ therefore give plain slices of the object.
 - `extract_patches_batched` gathers each patch's (N+1)x(N+1) neighbourhood
   from the flattened object(s) in one gather and blends it with separable
   bilinear weights: O(K*N^2) work and memory for K patches, whatever the
-  object's size.
+  object's size. The patches of a group stay on the last axis throughout,
+  so the blend writes the output layout directly, and a large batch is
+  done in a few pieces so that the neighbourhoods never take more memory
+  than 3/4 of the output. Its gradients are in `gradients`.
 - `extract_patches_legacy` is PtychoPINN's original algorithm, kept as the
   reference: per patch, zero-pad the object by N//2, translate the *whole*
   padded object by -offset and keep the top-left NxN. O(K*H*W).
@@ -30,6 +33,12 @@ __all__ = [
     "coordinate_dtype",
     "extract_patches_batched",
     "extract_patches_legacy",
+    "flat_positions",
+    "fusion_boundary",
+    "image_indices",
+    "sanitize_offsets",
+    "window_geometry",
+    "windows",
 ]
 
 
@@ -44,7 +53,7 @@ def coordinate_dtype(image_dtype):
     return "float64" if dtype in ("float64", "complex128") else "float32"
 
 
-def _sanitize_offsets(offsets, height, width, patch_size, dtype):
+def sanitize_offsets(offsets, height, width, patch_size, dtype):
     """Split offsets into x and y, made safe to turn into indices.
 
     Args:
@@ -77,11 +86,11 @@ def _sanitize_offsets(offsets, height, width, patch_size, dtype):
 def _nan_where_not_finite(patches, finite):
     """Replace whole patches whose offset was not finite by NaN.
 
-    patches: (B, c, N, N); finite: (B, c) bool.
+    patches: (B, N, N, c); finite: (B, c) bool.
     """
     # Adding 0 or NaN, rather than `ops.where`, which on the TensorFlow
     # backend turns complex128 into complex64 (losing precision).
-    nan = ops.where(finite, 0.0, float("nan"))[:, :, None, None]
+    nan = ops.where(finite, 0.0, float("nan"))[:, None, None, :]
     dtype = standardize_dtype(patches.dtype)
     if dtype in ("complex64", "complex128"):
         # NaN in both parts, not NaN + 0j.
@@ -89,12 +98,15 @@ def _nan_where_not_finite(patches, finite):
     return patches + ops.cast(nan, dtype)
 
 
-def _fusion_boundary(fn, predicate):
+def fusion_boundary(fn, predicate):
     """`fn()`, computed where XLA cannot fuse it with its consumers.
 
     A conditional is a boundary XLA does not fuse across (an optimisation
     barrier is dropped on CPU), so both branches are `fn` and the predicate
-    only has to be data. Without XLA this is a plain call.
+    only has to be data. XLA turns a conditional whose branches hold only
+    elementwise operations into a select, so `fn` must hold at least one
+    other operation (a gather, a transpose). Without XLA this is a plain
+    call.
     """
     return ops.cond(predicate, fn, fn)
 
@@ -103,87 +115,228 @@ def _axis_indices(start, fraction, size, patch_size, coord_dtype):
     """Clamped indices and masked bilinear weights along one axis.
 
     Args:
-        start: (B, c) int32, the first object index of each window.
-        fraction: (B, c) the sub-pixel part of each offset, in [0, 1).
+        start: (b, c) int32, the first object index of each window.
+        fraction: (b, c) the sub-pixel part of each offset, in [0, 1).
         size: the object's extent along this axis.
         patch_size: N; each window spans N+1 object indices.
 
     Returns:
-        (index, w0, w1): `index` (B, c, N+1) int32 clamped into
-        [0, size-1]; `w0`, `w1` (B, c, N): the weights of window entries n
-        and n+1 for output entry n, already zero where the object index
-        lies outside the object. Folding the zero extension into these 1-D
-        weights costs O(N) per patch instead of a mask over the window.
+        (index, inside, w0, w1), groups last: `index` (b, N+1, c) int32
+        clamped into [0, size-1]; `inside` (b, N+1, c), 1 where the
+        unclamped index lies inside the object, else 0; `w0`, `w1` (b, N,
+        c): the weights of window entries n and n+1 for output entry n,
+        already zero outside the object. Folding the zero extension into
+        these 1-D weights costs O(N) per patch instead of a mask over the
+        window.
     """
-    index = start[..., None] + ops.arange(patch_size + 1, dtype="int32")
+    index = start[:, None, :] + ops.arange(patch_size + 1, dtype="int32")[:, None]
     inside = ops.cast(
         ops.logical_and(index >= 0, index < size), coord_dtype
     )
     index = ops.clip(index, 0, size - 1)
-    fraction = fraction[..., None]
-    w0 = (1 - fraction) * inside[..., :-1]
-    w1 = fraction * inside[..., 1:]
-    return index, w0, w1
+    fraction = fraction[:, None, :]
+    w0 = (1 - fraction) * inside[:, :-1]
+    w1 = fraction * inside[:, 1:]
+    return index, inside, w0, w1
 
 
-def _gather_windows(images, image_index, rows, cols, predicate):
-    """Each patch's (N+1)x(N+1) neighbourhood, (B, c, N+1, N+1).
+def window_geometry(x, y, height, width, patch_size, coord_dtype):
+    """Where each window lies and how it is blended.
 
-    images: (Bi, H, W); image_index: (B,) int32; rows, cols: (B, c, N+1)
-    int32 clamped indices. One element gather from the flattened images;
-    entries read at clamped indices get zero weight in the blend.
+    Args:
+        x, y: (b, c) sanitized offsets in the coordinate dtype.
 
-    The gathered windows are materialised behind a fusion boundary: fused
-    into the blend, XLA would redo the gather for each of the four
-    neighbours that read an entry (4x the work).
+    Returns:
+        dict with x_start, y_start (b, c) int32 and, per axis (see
+        `_axis_indices`), rows/row_inside/row_w0/row_w1 and
+        cols/col_inside/col_w0/col_w1.
+    """
+    half = patch_size // 2
+    # Split into integer and fraction *before* subtracting N//2: the
+    # fraction of the offset itself is exact in its own precision.
+    x_floor = ops.floor(x)
+    y_floor = ops.floor(y)
+    x_start = ops.cast(x_floor, "int32") - half
+    y_start = ops.cast(y_floor, "int32") - half
+    row_index, row_inside, row_w0, row_w1 = _axis_indices(
+        y_start, y - y_floor, height, patch_size, coord_dtype
+    )
+    col_index, col_inside, col_w0, col_w1 = _axis_indices(
+        x_start, x - x_floor, width, patch_size, coord_dtype
+    )
+    return {
+        "x_start": x_start, "y_start": y_start,
+        "rows": row_index, "row_inside": row_inside,
+        "row_w0": row_w0, "row_w1": row_w1,
+        "cols": col_index, "col_inside": col_inside,
+        "col_w0": col_w0, "col_w1": col_w1,
+    }
+
+
+def complex_from_parts(real, imag, dtype):
+    """real + i*imag as `dtype` (complex64 or complex128), in one op."""
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.complex(real, imag)
+    if backend == "jax":
+        from jax import lax
+
+        return lax.complex(real, imag)
+    if backend == "torch":
+        import torch
+
+        return torch.complex(real, imag)
+    return ops.cast(real, dtype) + ops.cast(imag, dtype) * ops.cast(1j, dtype)
+
+
+def _blend(window, row_w0, row_w1, col_w0, col_w1, dtype):
+    """Separable bilinear blend of windows into patches.
+
+    Args:
+        window: (b, N+1, N+1, c) in the images' dtype.
+        row_w0, row_w1, col_w0, col_w1: (b, N, c) real weights in the
+            coordinate dtype (see `_axis_indices`).
+        dtype: the images' dtype, the result's.
+
+    Returns:
+        (b, N, N, c) patches.
+
+    With the groups last the windows' rows are contiguous runs of (N+1)*c
+    values and the weights broadcast along them, so the loops vectorise
+    and the result is already in the output layout. Complex windows are
+    blended as their real and imaginary parts: real weights times complex
+    values would cost a complex product each.
+    """
+    col_w0 = col_w0[:, None]
+    col_w1 = col_w1[:, None]
+    row_w0 = row_w0[:, :, None]
+    row_w1 = row_w1[:, :, None]
+
+    def blend(values):
+        across = col_w0 * values[:, :, :-1] + col_w1 * values[:, :, 1:]
+        return row_w0 * across[:, :-1] + row_w1 * across[:, 1:]
+
+    if dtype in ("complex64", "complex128"):
+        return complex_from_parts(blend(ops.real(window)), blend(ops.imag(window)), dtype)
+    # float16/bfloat16 images blend in the float32 coordinate dtype.
+    return ops.cast(blend(ops.cast(window, row_w0.dtype)), dtype)
+
+
+def _pieces(batch, groups, patch_size):
+    """Split the batch into pieces whose windows stay small.
+
+    The (N+1)^2 windows of all patches together are larger than the output
+    itself; gathering and blending part of the batch at a time keeps the
+    working memory beyond the output under 3/4 of the output's size. Only
+    for a static batch on the XLA backends (TensorFlow runs the kernel
+    compiled, JAX traces it), where each piece is written in place into
+    the output; elsewhere every intermediate is materialised anyway.
+
+    Returns:
+        [(start, stop), ...] static row ranges covering the batch, or
+        [(0, None)] for the whole batch in one piece.
+    """
+    if (
+        keras.backend.backend() not in ("tensorflow", "jax")
+        or not isinstance(batch, int)
+        or not isinstance(groups, int)
+        or batch < 2
+    ):
+        return [(0, None)]
+    window_to_output = (patch_size + 1) ** 2 / patch_size**2
+    # Pieces as large as the bound allows: the first is blended straight
+    # into the output with its zero padding (a loop XLA runs on every
+    # core), later ones are written in place by a single-threaded update.
+    step = max(1, int(batch * 0.75 / window_to_output))
+    if step >= batch:
+        return [(0, None)]
+    return [(start, min(start + step, batch)) for start in range(0, batch, step)]
+
+
+def _place(output, piece, start):
+    """`output` with rows [start, start + len(piece)) replaced by `piece`
+    (in place under XLA)."""
+    return ops.slice_update(output, (start, 0, 0, 0), piece)
+
+
+def _windows_and_weights(images, image_index, x, y, patch_size, predicate):
+    """Each patch's window and blend weights, materialised.
+
+    Args:
+        images: (Bi, H, W); image_index: (b,) int32.
+        x, y: (b, c) sanitized offsets in the coordinate dtype.
+        predicate: a scalar bool computed from the data.
+
+    Returns:
+        (window, row_w0, row_w1, col_w0, col_w1): the (b, N+1, N+1, c)
+        neighbourhoods and the (b, N, c) weights (see `_axis_indices`).
+
+    Both sit behind a fusion boundary: fused into the blend, XLA would redo
+    the gather for each of the four neighbours that read a window entry,
+    and recompute the weights from the offsets for every output value.
     """
     _, height, width = ops.shape(images)
-    flat = (
-        (image_index[:, None, None, None] * height + rows[..., :, None])
+    coord = standardize_dtype(x.dtype)
+
+    def compute(images, x, y):
+        geometry = window_geometry(x, y, height, width, patch_size, coord)
+        window = windows(images, image_index, geometry, patch_size)
+        return (window, geometry["row_w0"], geometry["row_w1"],
+                geometry["col_w0"], geometry["col_w1"])
+
+    return fusion_boundary(lambda: compute(images, x, y), predicate)
+
+
+def flat_positions(image_index, rows, cols, height, width):
+    """Flat positions in the (Bi, H, W) images, (b, N+1, N+1, c) int32."""
+    return (
+        (image_index[:, None, None, None] * height + rows[:, :, None, :])
         * width
-        + cols[..., None, :]
-    )
-    flat_images = ops.reshape(images, (-1,))
-    if keras.backend.backend() == "tensorflow":
-        return _tf_gather(flat_images, flat, predicate)
-    return _fusion_boundary(
-        lambda: ops.take(flat_images, flat, axis=0), predicate
+        + cols[:, None, :, :]
     )
 
 
-def _tf_gather(flat, index, predicate):
-    """TensorFlow's gather behind the fusion boundary, with a scatter-add of
-    the upstream values (sized by the static object size) as its gradient.
+def windows(images, image_index, geometry, patch_size):
+    """The neighbourhood gather, (b, N+1, N+1, c).
 
-    TensorFlow's own gradient through a gather inside a conditional sizes
-    its result from a run-time shape, which XLA refuses for large objects;
-    keras.ops.take would also add a pass mapping negative indices.
+    JAX has a windowed gather (one contiguous slice per patch); every
+    backend has the element gather.
     """
-    import tensorflow as tf
+    size = patch_size + 1
+    _, height, width = ops.shape(images)
+    if (
+        keras.backend.backend() == "jax"
+        and isinstance(height, int) and height >= size
+        and isinstance(width, int) and width >= size
+    ):
+        from ptycho_layers import _jax_windows
 
-    size = flat.shape[0]
-
-    @tf.custom_gradient
-    def gather(values, positions, materialise):
-        def scatter_add(upstream):
-            segments = size if size is not None else tf.shape(values)[0]
-            added = tf.math.unsorted_segment_sum(
-                tf.reshape(upstream, [-1]),
-                tf.reshape(positions, [-1]),
-                segments,
-            )
-            return added, None, None
-
-        windows = _fusion_boundary(
-            lambda: tf.gather(values, positions), materialise
+        groups_first = _jax_windows.gather_windows(
+            images, image_index, geometry["x_start"], geometry["y_start"], size
         )
-        return windows, scatter_add
+        return ops.transpose(groups_first, (0, 2, 3, 1))
+    positions = flat_positions(
+        image_index, geometry["rows"], geometry["cols"], height, width
+    )
+    flat = ops.reshape(images, (-1,))
+    # Entries read at clamped indices get zero weight in the blend.
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
 
-    return gather(flat, index, predicate)
+        # keras.ops.take would add a pass mapping negative indices.
+        return tf.gather(flat, positions)
+    return ops.take(flat, positions, axis=0)
 
 
 def extract_patches_batched(images, offsets, patch_size):
     """Extract all patches at once by a windowed gather and a bilinear blend.
+
+    Differentiable by autodiff on JAX and PyTorch. On TensorFlow the pass
+    is meant to run XLA-compiled with the gradients of `gradients` attached,
+    as `functional.extract_patches` does: TensorFlow cannot differentiate
+    its conditionals under XLA.
 
     Args:
         images: (Bi, H, W), real or complex; Bi is 1 or B.
@@ -195,74 +348,48 @@ def extract_patches_batched(images, offsets, patch_size):
         blend runs in float32 and the result is cast back).
     """
     images = ops.convert_to_tensor(images)
+    offsets = ops.convert_to_tensor(offsets)
     dtype = standardize_dtype(images.dtype)
     coord = coordinate_dtype(dtype)
-    half = patch_size // 2
     num_images, height, width = ops.shape(images)
+    batch, groups = ops.shape(offsets)[0], ops.shape(offsets)[1]
 
-    x, y, finite = _sanitize_offsets(offsets, height, width, patch_size, coord)
-    # Split into integer and fraction *before* subtracting N//2: the
-    # fraction of the offset itself is exact in its own precision.
-    x_floor = ops.floor(x)
-    y_floor = ops.floor(y)
-    x_start = ops.cast(x_floor, "int32") - half
-    y_start = ops.cast(y_floor, "int32") - half
-    rows, row_w0, row_w1 = _axis_indices(
-        y_start, y - y_floor, height, patch_size, coord
-    )
-    cols, col_w0, col_w1 = _axis_indices(
-        x_start, x - x_floor, width, patch_size, coord
-    )
-    # With one shared object every patch reads image 0; with one object
-    # per row, row b reads image b.
-    image_index = ops.minimum(
-        ops.arange(ops.shape(offsets)[0], dtype="int32"),
-        ops.cast(num_images - 1, "int32"),
-    )
+    x, y, finite = sanitize_offsets(offsets, height, width, patch_size, coord)
+    image_index = image_indices(batch, num_images)
     # Any data-dependent predicate serves the fusion boundaries.
-    all_finite = ops.all(finite)
-    window = _windows(images, image_index, x_start, y_start, rows, cols,
-                      patch_size, all_finite)
+    predicate = ops.all(finite)
 
-    # Blend in (B, c, ., .) layout: the window rows are contiguous, so the
-    # loops vectorise; the channels-last transpose comes once, at the end.
-    blend_dtype = dtype if dtype in ("complex64", "complex128") else coord
-    window = ops.cast(window, blend_dtype)
-    col_w0 = ops.cast(col_w0[:, :, None, :], blend_dtype)
-    col_w1 = ops.cast(col_w1[:, :, None, :], blend_dtype)
-    row_w0 = ops.cast(row_w0[..., None], blend_dtype)
-    row_w1 = ops.cast(row_w1[..., None], blend_dtype)
-    blended = col_w0 * window[..., :-1] + col_w1 * window[..., 1:]
-    patches = row_w0 * blended[:, :, :-1] + row_w1 * blended[:, :, 1:]
-    patches = _nan_where_not_finite(ops.cast(patches, dtype), finite)
-    # XLA would fuse the transpose into the blend loop; with the c patches
-    # of a group innermost that loop does not vectorise (about 5x slower
-    # than blend-then-transpose).
-    return _fusion_boundary(
-        lambda: ops.transpose(patches, (0, 2, 3, 1)), all_finite
-    )
-
-
-def _windows(images, image_index, x_start, y_start, rows, cols, patch_size,
-             predicate):
-    """Dispatch the neighbourhood gather, (B, c, N+1, N+1).
-
-    JAX has a windowed gather (one contiguous slice per patch), cheap enough
-    for XLA to fuse into the blend; every backend has the element gather.
-    """
-    size = patch_size + 1
-    shape = tuple(images.shape)
-    if (
-        keras.backend.backend() == "jax"
-        and shape[1] >= size
-        and shape[2] >= size
-    ):
-        from ptycho_layers import _jax_windows
-
-        return _jax_windows.gather_windows(
-            images, image_index, x_start, y_start, size
+    output = None
+    for start, stop in _pieces(batch, groups, patch_size):
+        part = slice(start, stop)
+        window, *weights = _windows_and_weights(
+            images, image_index[part], x[part], y[part], patch_size, predicate
         )
-    return _gather_windows(images, image_index, rows, cols, predicate)
+        patches = _nan_where_not_finite(
+            _blend(window, *weights, dtype), finite[part]
+        )
+        if stop is None:
+            return patches
+        if output is None:
+            # The first piece, blended straight into the zero-padded output.
+            output = ops.pad(
+                patches, [[0, batch - stop], [0, 0], [0, 0], [0, 0]]
+            )
+        else:
+            output = _place(output, patches, start)
+        # The next piece's gather waits for this piece's result, so only one
+        # piece's windows are alive at a time.
+        predicate = ops.all(ops.isfinite(ops.real(output[stop - 1, 0, 0, :1])))
+    return output
+
+
+def image_indices(batch, num_images):
+    """(batch,) int32: which image each row of offsets reads. With one
+    shared object every row reads image 0; with one object per row, row b
+    reads image b."""
+    return ops.minimum(
+        ops.arange(batch, dtype="int32"), ops.cast(num_images - 1, "int32")
+    )
 
 
 def _whole_axis(shift, size):
@@ -334,15 +461,13 @@ def extract_patches_legacy(images, offsets, patch_size):
     num_images, height, width = ops.shape(images)
     batch, groups = ops.shape(offsets)[0], ops.shape(offsets)[1]
 
-    x, y, finite = _sanitize_offsets(
+    x, y, finite = sanitize_offsets(
         offsets, height, width, patch_size, "float32"
     )
     padded = ops.pad(images, [[0, 0], [half, half], [half, half]])
     # Patch k = b*c + j (b-major, c-minor) reads image b, or the only one.
-    image_index = ops.minimum(
-        ops.arange(batch, dtype="int32"), ops.cast(num_images - 1, "int32")
-    )
-    image_index = image_index[:, None] + ops.zeros((1, groups), "int32")
+    image_index = image_indices(batch, num_images)[:, None]
+    image_index = image_index + ops.zeros((1, groups), "int32")
 
     def translate_one(args):
         x_k, y_k, b_k = args
@@ -366,5 +491,4 @@ def extract_patches_legacy(images, offsets, patch_size):
             ),
         )
     patches = ops.reshape(canvas, (batch, groups, patch_size, patch_size))
-    patches = _nan_where_not_finite(patches, finite)
-    return ops.transpose(patches, (0, 2, 3, 1))
+    return _nan_where_not_finite(ops.transpose(patches, (0, 2, 3, 1)), finite)

@@ -1,0 +1,190 @@
+"""The written-out gradients against the float64 oracle and against each
+backend's own autodiff of the vectorized kernel."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from conftest import BACKEND, tensorflow_only
+from oracle import asymmetric_object, oracle_patches
+from ptycho_layers import gradients
+from ptycho_layers.kernels import extract_patches_batched
+from test_kernels import make_offsets
+
+
+def numpy(x):
+    return ops.convert_to_numpy(x)
+
+
+def run(fn, *args):
+    """`fn(*args)`; on TensorFlow XLA-compiled, as the layer runs it (the
+    windowed scatter exists only under XLA)."""
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, jit_compile=True)(*args)
+    return fn(*args)
+
+
+def random_like(shape, dtype, seed):
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        values = values + 1j * rng.standard_normal(shape)
+    return values.astype(dtype)
+
+
+def inner(a, b):
+    """Re <a, b> = Re sum(conj(a) * b), in float64."""
+    return float(np.real(np.vdot(np.asarray(a, np.complex128), np.asarray(b, np.complex128))))
+
+
+def offsets_for(kind, height, width, patch_size, seed):
+    offsets = make_offsets(kind, 3, 4, height, width, patch_size, seed=seed)
+    return offsets.astype("float64")
+
+
+@pytest.mark.parametrize("kind", ["fractional", "integer", "edges", "far"])
+@pytest.mark.parametrize("dtype", ["complex128", "float64"])
+@pytest.mark.parametrize("patch_size", [1, 6, 9])
+def test_images_gradient_is_the_adjoint_of_the_oracle(kind, dtype, patch_size):
+    """The patches are linear in the object: patches = A(offsets) obj. The
+    gradient of Re <U, patches> is A^T U, so for any V,
+    Re <images_gradient(U), V> = Re <U, oracle(V)>, exactly in float64."""
+    height, width = 11, 14
+    offsets = offsets_for(kind, height, width, patch_size, seed=patch_size)
+    image = asymmetric_object(height, width, dtype)[None]
+    upstream = random_like((3, patch_size, patch_size, 4), dtype, seed=1)
+    probe = random_like(image.shape, dtype, seed=2)
+
+    grad = numpy(run(
+        lambda im, off, up: gradients.images_gradient(im, off, patch_size, up),
+        image, offsets, upstream,
+    ))
+    assert grad.shape == image.shape and grad.dtype == np.dtype(dtype)
+    lhs = inner(grad, probe)
+    rhs = inner(upstream, oracle_patches(probe, offsets, patch_size))
+    assert abs(lhs - rhs) <= 1e-10 * max(1.0, abs(rhs)), (lhs, rhs)
+    if kind == "far":
+        np.testing.assert_array_equal(grad, 0)
+
+
+def test_images_gradient_one_object_per_row():
+    height, width, n = 9, 10, 5
+    offsets = offsets_for("fractional", height, width, n, seed=3)
+    images = np.stack([asymmetric_object(height, width, "complex128", seed=s) for s in range(3)])
+    upstream = random_like((3, n, n, 4), "complex128", seed=4)
+    probe = random_like(images.shape, "complex128", seed=5)
+    grad = numpy(run(
+        lambda im, off, up: gradients.images_gradient(im, off, n, up), images, offsets, upstream
+    ))
+    lhs = inner(grad, probe)
+    rhs = inner(upstream, oracle_patches(probe, offsets, n))
+    assert abs(lhs - rhs) <= 1e-10 * abs(rhs)
+    # Row b only reads image b: a probe on image 1 alone sees rows 1 only.
+    only_one = np.zeros_like(probe)
+    only_one[1] = probe[1]
+    expected = inner(upstream[1:2], oracle_patches(only_one[1:2], offsets[1:2], n))
+    assert abs(inner(grad, only_one) - expected) <= 1e-10 * abs(expected)
+
+
+@tensorflow_only
+def test_element_scatter_fallback_matches_windowed_scatter(monkeypatch):
+    """Without TensorFlow's XLA scatter the element scatter serves; both add
+    the same windows."""
+    height, width, n = 12, 13, 6
+    offsets = offsets_for("edges", height, width, n, seed=6)
+    image = asymmetric_object(height, width, "complex64")[None]
+    upstream = random_like((3, n, n, 4), "complex64", seed=7)
+
+    def grad(im, off, up):
+        return gradients.images_gradient(im, off, n, up)
+
+    windowed = numpy(run(grad, image, offsets, upstream))
+    monkeypatch.setattr(gradients, "_xla_scatter", lambda: None)
+    element = numpy(run(grad, image, offsets, upstream))
+    np.testing.assert_allclose(element, windowed, rtol=0, atol=1e-5)
+
+
+def oracle_loss(image, offsets, patch_size, upstream):
+    return inner(upstream, oracle_patches(image, offsets, patch_size))
+
+
+@pytest.mark.parametrize("dtype", ["complex128", "float64"])
+def test_offsets_gradient_matches_oracle_differences(dtype):
+    """Inside one bilinear cell the patches are linear in each offset, so
+    central differences of the oracle are exact up to rounding."""
+    height, width, n = 12, 11, 5
+    rng = np.random.default_rng(8)
+    # Fractions in [1/4, 3/4], some windows across an edge.
+    whole = rng.integers(-2, [width + 2, height + 2], (3, 4, 2))
+    offsets = (whole + rng.uniform(0.25, 0.75, (3, 4, 2))).astype("float64")
+    image = asymmetric_object(height, width, dtype)[None]
+    upstream = random_like((3, n, n, 4), dtype, seed=9)
+
+    grad = numpy(run(
+        lambda im, off, up: gradients.offsets_gradient(im, off, n, up), image, offsets, upstream
+    ))
+    assert grad.shape == offsets.shape and grad.dtype == np.float64
+    step = 0.125
+    expected = np.zeros_like(offsets)
+    for position in np.ndindex(offsets.shape):
+        moved = [offsets.copy(), offsets.copy()]
+        moved[0][position] += step
+        moved[1][position] -= step
+        expected[position] = (
+            oracle_loss(image, moved[0], n, upstream) - oracle_loss(image, moved[1], n, upstream)
+        ) / (2 * step)
+    assert np.abs(expected).max() > 1e-2
+    np.testing.assert_allclose(grad, expected, rtol=1e-9, atol=1e-9)
+
+
+def test_offsets_gradient_is_zero_for_non_finite_offsets():
+    height, width, n = 10, 10, 4
+    offsets = offsets_for("fractional", height, width, n, seed=10)
+    offsets[0, 1] = [np.nan, 2.0]
+    offsets[2, 3] = [1.0, np.inf]
+    image = asymmetric_object(height, width, "complex128")[None]
+    upstream = random_like((3, n, n, 4), "complex128", seed=11)
+    grad = numpy(run(
+        lambda im, off, up: gradients.offsets_gradient(im, off, n, up), image, offsets, upstream
+    ))
+    assert np.all(grad[0, 1] == 0) and np.all(grad[2, 3] == 0)
+    assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
+
+
+@pytest.mark.skipif(BACKEND == "tensorflow", reason="TensorFlow uses these gradients itself")
+@pytest.mark.parametrize("dtype", ["complex128", "float64"])
+def test_written_out_gradients_equal_autodiff(dtype):
+    """On JAX and PyTorch the kernel is differentiated by autodiff, pieces
+    and all: the written-out gradients agree with it."""
+    height, width, n = 13, 12, 6
+    offsets = offsets_for("edges", height, width, n, seed=12)
+    offsets[:, :2] = offsets_for("fractional", height, width, n, seed=13)[:, :2]
+    image = asymmetric_object(height, width, dtype)[None]
+    upstream = random_like((3, n, n, 4), dtype, seed=14)
+
+    def loss(real_image, offsets):
+        patches = extract_patches_batched(real_image, offsets, n)
+        weights = ops.convert_to_tensor(upstream)
+        if np.dtype(dtype).kind == "c":
+            return ops.sum(ops.real(ops.conj(weights) * patches))
+        return ops.sum(weights * patches)
+
+    if BACKEND == "jax":
+        import jax
+
+        d_image, d_offsets = jax.grad(loss, argnums=(0, 1))(image, offsets)
+        # JAX's cotangent of a complex input is the conjugate of TensorFlow's.
+        d_image = np.conj(np.asarray(d_image))
+    else:
+        import torch
+
+        args = [torch.tensor(image, requires_grad=True), torch.tensor(offsets, requires_grad=True)]
+        loss(*args).backward()
+        # PyTorch's gradient of a complex input is TensorFlow's convention.
+        d_image, d_offsets = args[0].grad.numpy(), args[1].grad.numpy()
+    written_image = numpy(gradients.images_gradient(image, offsets, n, upstream))
+    written_offsets = numpy(gradients.offsets_gradient(image, offsets, n, upstream))
+    np.testing.assert_allclose(written_image, d_image, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(written_offsets, np.asarray(d_offsets), rtol=1e-10, atol=1e-10)
