@@ -32,6 +32,7 @@ from keras.src.backend import standardize_dtype
 __all__ = [
     "coordinate_dtype",
     "extract_patches_batched",
+    "batch_pieces",
     "extract_patches_legacy",
     "flat_positions",
     "fusion_boundary",
@@ -224,7 +225,7 @@ def _blend(window, row_w0, row_w1, col_w0, col_w1, dtype):
     return ops.cast(blend(ops.cast(window, row_w0.dtype)), dtype)
 
 
-def _pieces(batch, groups, patch_size):
+def batch_pieces(batch, groups, patch_size):
     """Split the batch into pieces whose windows stay small.
 
     The (N+1)^2 windows of all patches together are larger than the output
@@ -360,7 +361,7 @@ def extract_patches_batched(images, offsets, patch_size):
     predicate = ops.all(finite)
 
     output = None
-    for start, stop in _pieces(batch, groups, patch_size):
+    for start, stop in batch_pieces(batch, groups, patch_size):
         part = slice(start, stop)
         window, *weights = _windows_and_weights(
             images, image_index[part], x[part], y[part], patch_size, predicate

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 from keras import ops
 
+from _fresh_process import run_python
+from conftest import BACKEND
 from oracle import asymmetric_object, oracle_patches
 from ptycho_layers.kernels import (
+    batch_pieces,
     coordinate_dtype,
     extract_patches_batched,
     extract_patches_legacy,
@@ -183,3 +186,46 @@ def test_oracle_agrees_with_scipy():
         rows, cols = np.meshgrid(y - 3 + steps, x - 3 + steps, indexing="ij")
         sample = [ndimage.map_coordinates(part, [rows, cols], order=1, mode="grid-constant", cval=0.0) for part in (image.real, image.imag)]
         np.testing.assert_allclose(ours[b, :, :, k], sample[0] + 1j * sample[1], atol=1e-12)
+
+
+@pytest.mark.parametrize("patch_size", [1, 2, 8, 64])
+@pytest.mark.parametrize("batch", [1, 2, 3, 256])
+def test_batch_pieces_cover_the_batch_and_bound_the_windows(batch, patch_size):
+    pieces = batch_pieces(batch, 4, patch_size)
+    if pieces == [(0, None)]:
+        return  # one piece (torch, or a batch too small to split)
+    covered = [row for start, stop in pieces for row in range(start, stop)]
+    assert covered == list(range(batch))
+    largest = max(stop - start for start, stop in pieces)
+    # A piece's (N+1)^2 windows take at most 3/4 of the whole output, unless
+    # a single row of offsets already does.
+    window_to_output = (patch_size + 1) ** 2 / patch_size**2
+    assert largest == 1 or largest * window_to_output <= 0.75 * batch
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="XLA's buffer assignment: TensorFlow and JAX")
+def test_compiled_working_memory_is_below_the_output_size(tmp_path):
+    """The structural fact behind the memory target: the compiled forward
+    pass holds less than the output's size beyond its inputs and output
+    (the gathered windows alone would be (N+1)^2/N^2 of it)."""
+    groups, channels, n = 64, 4, 32
+    output_bytes = groups * channels * n * n * 8  # complex64
+    code = f"""
+        import os, tempfile
+        dump = tempfile.mkdtemp()
+        from ptycho_layers.benchmark import working_memory
+        os.environ.update(working_memory.dump_flags(dump))
+        import numpy as np
+        from keras import ops
+        from oracle import asymmetric_object
+        from ptycho_layers.functional import extract_patches
+        rng = np.random.default_rng(0)
+        image = asymmetric_object(96, 96, "complex64")[None]
+        offsets = rng.uniform(0, 96, ({groups}, {channels}, 2)).astype("float32")
+        images, offsets = ops.convert_to_tensor(image), ops.convert_to_tensor(offsets)
+        ops.convert_to_numpy(extract_patches(images, offsets, {n}))
+        print("TEMP", working_memory.compiled_temp_bytes(images, offsets, {n}))
+    """
+    out = run_python(code, tmp_path)
+    temp = int(out.split("TEMP")[-1].split()[0])
+    assert 0 < temp <= 0.8 * output_bytes, (temp, output_bytes)

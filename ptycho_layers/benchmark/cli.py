@@ -6,6 +6,7 @@ import math
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 
@@ -15,6 +16,7 @@ from ptycho_layers.benchmark import peers
 from ptycho_layers.benchmark import rows as rows_lib
 from ptycho_layers.benchmark import scaling
 from ptycho_layers.benchmark import timing
+from ptycho_layers.benchmark import working_memory
 
 __all__ = ["main", "parse_args", "run_row", "format_table"]
 
@@ -238,14 +240,19 @@ def _measure_memory(args, results, progress):
         if result["status"] != "ok":
             continue
         progress.start(f"peak memory: {result['id']}")
-        done = subprocess.run(_probe_argv(args, result["id"]), env=env,
-                              capture_output=True, text=True)
+        with tempfile.TemporaryDirectory() as dump:
+            row_env = env
+            if result["id"] in rows_lib.LAYER_MODES:
+                row_env = dict(env, **working_memory.dump_flags(dump))
+            done = subprocess.run(_probe_argv(args, result["id"]), env=row_env,
+                                  capture_output=True, text=True)
         lines = [l for l in done.stdout.splitlines() if l.startswith(_PROBE_TAG)]
-        peak = json.loads(lines[-1][len(_PROBE_TAG):]) if lines else None
-        if done.returncode != 0 or peak is None:
+        probe = json.loads(lines[-1][len(_PROBE_TAG):]) if lines else None
+        if done.returncode != 0 or probe is None or probe["peak"] is None:
             failures.append(result["id"])
         else:
-            result["peak_rss_bytes"] = peak
+            result["peak_rss_bytes"] = probe["peak"]
+            result["xla_temp_bytes"] = probe["xla_temp"]
         progress.step()
     note = ("peak RSS growth over a row's first call (tracing and compiling "
             "included), measured per row in a fresh subprocess")
@@ -258,7 +265,13 @@ def _memory_probe(args):
     case = _make_case(_config(args))
     (row,) = rows_lib.build_rows(case, args.rows[:1], _settings(args))
     peak = None if row.skip else timing.peak_growth(row.fn)
-    print(_PROBE_TAG + json.dumps(peak), flush=True)
+    temp = None
+    if not row.skip and row.id in rows_lib.LAYER_MODES:
+        temp = working_memory.compiled_temp_bytes(
+            backends.to_tensor(case.images), backends.to_tensor(case.offsets),
+            case.patch_size,
+        )
+    print(_PROBE_TAG + json.dumps({"peak": peak, "xla_temp": temp}), flush=True)
     return 0
 
 
@@ -307,12 +320,12 @@ def format_table(headers, body):
 
 
 _HEADERS = ["row", "median s", "patches/s", "vs layer best", "vs copy",
-            "peak RSS", "est. mem", "err vs layer", "err vs f64"]
+            "peak RSS", "XLA temp", "est. mem", "err vs layer", "err vs f64"]
 
 
 def _table_row(result):
     if result["status"] != "ok":
-        blank = ["-"] * 3 + ["-", _bytes(result.get("estimate_bytes")),
+        blank = ["-"] * 3 + ["-", "-", _bytes(result.get("estimate_bytes")),
                              _error(result.get("max_error")),
                              _error(result.get("max_error_f64"))]
         return [result["label"], result["reason"]] + blank
@@ -323,6 +336,7 @@ def _table_row(result):
         _ratio(result["ratio_best_layer"]),
         _ratio(result["ratio_copy"]),
         _bytes(result.get("peak_rss_bytes")),
+        _bytes(result.get("xla_temp_bytes")),
         _bytes(result.get("estimate_bytes")),
         _error(result["max_error"]),
         _error(result["max_error_f64"]),
@@ -344,7 +358,10 @@ def _notes(report):
         "and multiply by K / subset.",
         "vs layer best: median / fastest 'this layer' row; vs copy: median / "
         "np.copyto of an output-sized array (the memory-bandwidth floor).",
-        f"peak RSS: {report['memory_method']}. est. mem: analytic estimate of "
+        f"peak RSS: {report['memory_method']}. XLA temp: this layer's "
+        "working memory beyond its inputs and output, from XLA's buffer "
+        f"assignment of the compiled forward pass (output: "
+        f"{_bytes(report['output_bytes'])}). est. mem: analytic estimate of "
         "each row's working memory (computed, not measured).",
         f"err vs layer: max |row - this layer, eager| (tolerance "
         f"{report['tolerance']:.1e}; rows above it are not timed). err vs "
@@ -418,6 +435,7 @@ def _main_table(args, config):
     return {
         "rows": results,
         "memory_method": method,
+        "output_bytes": case.output_bytes,
         "tolerance": tolerance,
         "reference_error": float(np.max(np.abs(reference - float64), initial=0)),
     }

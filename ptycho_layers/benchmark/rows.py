@@ -233,17 +233,18 @@ def _layer(row_id):
             lambda im, off: extract_patches(im, off, size), mode
         )
         images, offsets = _tensors(case)
-        window = case.count * (size + 1) ** 2
+        groups, channels = case.offsets.shape[:2]
+        pieces = kernels.batch_pieces(groups, channels, size)
+        largest = max((stop or groups) - start for start, stop in pieces)
+        per_group = channels * (size + 1) ** 2 * case.itemsize
         return Row(
             row_id,
             label,
             lambda: fn(images, offsets),
             patches=case.count,
-            # The (N+1)^2 window and its int32 indices, the half-blended
-            # (N, N+1) window, the patches and their NaN-masked copy.
-            estimate=window * (case.itemsize + 4)
-            + case.count * size * (size + 1) * case.itemsize
-            + 2 * case.output_bytes,
+            # The output, and the (N+1)^2 windows of the largest piece of
+            # the batch, alive one piece at a time.
+            estimate=case.output_bytes + largest * per_group,
         )
 
     return build
