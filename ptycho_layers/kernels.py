@@ -281,13 +281,23 @@ def _windows_and_weights(images, image_index, x, y, patch_size, predicate):
     _, height, width = ops.shape(images)
     coord = standardize_dtype(x.dtype)
 
-    def compute(images, x, y):
+    groups_first = []
+
+    def compute():
         geometry = window_geometry(x, y, height, width, patch_size, coord)
-        window = windows(images, image_index, geometry, patch_size)
+        window, first = gathered_windows(
+            images, image_index, geometry, patch_size
+        )
+        groups_first.append(first)
         return (window, geometry["row_w0"], geometry["row_w1"],
                 geometry["col_w0"], geometry["col_w1"])
 
-    return fusion_boundary(lambda: compute(images, x, y), predicate)
+    window, *weights = fusion_boundary(compute, predicate)
+    if groups_first[0]:
+        # Outside the boundary, so that the transpose fuses into the blend
+        # and the gather copies whole window rows.
+        window = ops.transpose(window, (0, 2, 3, 1))
+    return (window, *weights)
 
 
 def flat_positions(image_index, rows, cols, height, width):
@@ -300,35 +310,55 @@ def flat_positions(image_index, rows, cols, height, width):
 
 
 def windows(images, image_index, geometry, patch_size):
-    """The neighbourhood gather, (b, N+1, N+1, c).
+    """The neighbourhood gather, (b, N+1, N+1, c): `gathered_windows` in
+    the groups-last layout."""
+    window, groups_first = gathered_windows(
+        images, image_index, geometry, patch_size
+    )
+    return ops.transpose(window, (0, 2, 3, 1)) if groups_first else window
 
-    JAX has a windowed gather (one contiguous slice per patch); every
-    backend has the element gather.
+
+def gathered_windows(images, image_index, geometry, patch_size):
+    """The neighbourhood gather in the layout it comes in.
+
+    JAX and TensorFlow (through XLA) have a windowed gather, one contiguous
+    slice per patch, far cheaper than indexing every element; its windows
+    come groups first, (b, c, N+1, N+1), best transposed where the blend
+    reads them (the transpose then fuses into the blend). Every backend has
+    the element gather, which comes groups last, (b, N+1, N+1, c).
+
+    Returns:
+        (window, groups_first).
     """
     size = patch_size + 1
     _, height, width = ops.shape(images)
-    if (
-        keras.backend.backend() == "jax"
-        and isinstance(height, int) and height >= size
-        and isinstance(width, int) and width >= size
-    ):
+    static = isinstance(height, int) and isinstance(width, int)
+    backend = keras.backend.backend()
+    if backend == "jax" and static and height >= size and width >= size:
         from ptycho_layers import _jax_windows
 
-        groups_first = _jax_windows.gather_windows(
+        return _jax_windows.gather_windows(
             images, image_index, geometry["x_start"], geometry["y_start"], size
-        )
-        return ops.transpose(groups_first, (0, 2, 3, 1))
+        ), True
+    if backend == "tensorflow" and static:
+        from ptycho_layers import _tf_windows
+
+        if _tf_windows.available():
+            return _tf_windows.gather_windows(
+                images, image_index, geometry["x_start"], geometry["y_start"],
+                size,
+            ), True
     positions = flat_positions(
         image_index, geometry["rows"], geometry["cols"], height, width
     )
     flat = ops.reshape(images, (-1,))
     # Entries read at clamped indices get zero weight in the blend.
-    if keras.backend.backend() == "tensorflow":
+    if backend == "tensorflow":
         import tensorflow as tf
 
         # keras.ops.take would add a pass mapping negative indices.
-        return tf.gather(flat, positions)
-    return ops.take(flat, positions, axis=0)
+        return tf.gather(flat, positions), False
+    return ops.take(flat, positions, axis=0), False
 
 
 def extract_patches_batched(images, offsets, patch_size):

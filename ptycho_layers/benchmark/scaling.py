@@ -30,7 +30,8 @@ def _layer_modes():
 
 
 def object_size_scaling(config, sizes, repeats, progress=None, modes=None):
-    """This layer's forward time at each object size, for every mode.
+    """This layer's forward time at each object size, for every mode, the
+    sizes timed in turns (see `timing.time_interleaved`).
 
     Args:
         config: dict with groups, gridsize, patch_size, dtype.
@@ -42,19 +43,22 @@ def object_size_scaling(config, sizes, repeats, progress=None, modes=None):
         {mode label: {"seconds": [median per size], "ratio": last/first}}.
     """
     result = {}
+    cases = {}
+    for extent in sizes:
+        case = _case(config, (extent, extent))
+        cases[extent] = (backends.to_tensor(case.images), backends.to_tensor(case.offsets))
     for mode in modes or _layer_modes():
         size = config["patch_size"]
         fn = backends.compile_fn(
             lambda im, off: extract_patches(im, off, size), mode
         )
-        seconds = []
-        for extent in sizes:
-            if progress:
-                progress.start(f"scaling: {backends.mode_label(mode)}, object {extent}")
-            case = _case(config, (extent, extent))
-            images, offsets = backends.to_tensor(case.images), backends.to_tensor(case.offsets)
-            times = timing.time_calls(lambda: fn(images, offsets), repeats, progress=progress)
-            seconds.append(timing.median(times))
+        if progress:
+            progress.start(f"scaling: {backends.mode_label(mode)}, objects {sizes}")
+        calls = {
+            extent: (lambda args=args: fn(*args)) for extent, args in cases.items()
+        }
+        times = timing.time_interleaved(calls, repeats, progress=progress)
+        seconds = [timing.median(times[extent]) for extent in sizes]
         result[backends.mode_label(mode)] = {
             "seconds": seconds,
             "ratio": seconds[-1] / seconds[0],
@@ -104,12 +108,16 @@ def gradient_cost(config, sizes, repeats, progress=None):
         forward = backends.compile_fn(loss, mode)
         both = backends.value_and_grad(loss, mode)
         images, offsets = backends.to_tensor(case.images), backends.to_tensor(case.offsets)
-        t_forward = timing.median(
-            timing.time_calls(lambda: forward(images, offsets), repeats, progress=progress)
+        times = timing.time_interleaved(
+            {
+                "forward": lambda: forward(images, offsets),
+                "both": lambda: both(images, offsets),
+            },
+            repeats,
+            progress=progress,
         )
-        t_both = timing.median(
-            timing.time_calls(lambda: both(images, offsets), repeats, progress=progress)
-        )
+        t_forward = timing.median(times["forward"])
+        t_both = timing.median(times["both"])
         points.append(
             {
                 "object": extent,

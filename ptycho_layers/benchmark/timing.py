@@ -22,6 +22,7 @@ from ptycho_layers.benchmark import backends
 
 __all__ = [
     "time_calls",
+    "time_interleaved",
     "median",
     "peak_memory_supported",
     "peak_growth",
@@ -45,6 +46,29 @@ def time_calls(fn, repeats, warmup=1, progress=None):
         times.append(time.perf_counter() - start)
         if progress is not None:
             progress.step()
+    return times
+
+
+def time_interleaved(fns, repeats, progress=None):
+    """Seconds per call of each `fns[key]()`, the calls taken in turns.
+
+    On a shared machine the speed drifts over a run; timing the functions
+    one after another would put the drift between them. Here every round
+    times each function once (after one warm-up call each), so drift
+    affects all alike and the ratio of their medians holds.
+
+    Returns {key: list of `repeats` times}.
+    """
+    for fn in fns.values():
+        backends.block(fn())
+    times = {key: [] for key in fns}
+    for _ in range(repeats):
+        for key, fn in fns.items():
+            start = time.perf_counter()
+            backends.block(fn())
+            times[key].append(time.perf_counter() - start)
+            if progress is not None:
+                progress.step()
     return times
 
 
