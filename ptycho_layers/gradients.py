@@ -13,8 +13,6 @@ real loss L, `upstream = dL/d(re) + i dL/d(im)` (JAX's cotangent is its
 conjugate).
 """
 
-import functools
-
 import keras
 from keras import ops
 from keras.src.backend import standardize_dtype
@@ -131,8 +129,13 @@ def _add_windows(contributions, image_index, x_start, y_start, shape):
     """Add (b, c, P, P) windows into zeros of `shape` (Bi, H, W), window
     (b, k) at rows y_start[b, k]... and columns x_start[b, k]... of image
     image_index[b]. Entries outside the images are zero and dropped."""
-    if keras.backend.backend() == "tensorflow" and _xla_scatter() is not None:
-        return _tf_add_windows(contributions, image_index, x_start, y_start, shape)
+    if keras.backend.backend() == "tensorflow":
+        from ptycho_layers import _tf_windows
+
+        if _tf_windows.available():
+            return _tf_windows.add_windows(
+                contributions, image_index, x_start, y_start, shape
+            )
     size = ops.shape(contributions)[-1]
     _, height, width = shape
     span = ops.arange(size, dtype="int32")
@@ -165,67 +168,6 @@ def _add_at(values, positions, size):
         total = torch.zeros(size, dtype=values.dtype, device=values.device)
         return total.index_add_(0, positions.long(), values)
     return ops.segment_sum(values, positions, num_segments=size)
-
-
-@functools.lru_cache(maxsize=None)
-def _xla_scatter():
-    """TensorFlow's XLA scatter and its dimension numbers, or None.
-
-    Not part of TensorFlow's public API (Keras' TensorFlow backend uses the
-    same module for its dynamic updates); without it the element scatter
-    serves.
-    """
-    try:
-        from tensorflow.compiler.tf2xla.python import xla
-        from tensorflow.compiler.xla import xla_data_pb2
-    except ImportError:
-        return None
-    return xla.scatter, xla_data_pb2.ScatterDimensionNumbers
-
-
-@functools.lru_cache(maxsize=None)
-def _tf_add(dtype):
-    import tensorflow as tf
-
-    spec = tf.TensorSpec([], dtype)
-    return tf.function(lambda a, b: a + b).get_concrete_function(spec, spec)
-
-
-def _tf_add_windows(contributions, image_index, x_start, y_start, shape):
-    """`_add_windows` as one XLA scatter of whole windows (only under XLA,
-    where TensorFlow always runs it: see `_tf_xla`).
-
-    A scatter of whole (P, P) windows adds contiguous rows, about twice as
-    fast as adding element by element. XLA drops a window that does not fit
-    whole, so the windows are added into zeros padded by P on every side
-    (starts clamped to [-P, size], where a window is wholly outside and
-    zero anyway) and the object is cut out of the middle.
-    """
-    import tensorflow as tf
-
-    scatter, numbers_type = _xla_scatter()
-    size = contributions.shape[-1]
-    count, height, width = shape
-    numbers = numbers_type()
-    numbers.update_window_dims.extend([2, 3])
-    numbers.inserted_window_dims.append(0)
-    numbers.scatter_dims_to_operand_dims.extend([0, 1, 2])
-    numbers.index_vector_dim = 2
-    starts = tf.stack(
-        [
-            tf.broadcast_to(image_index[:, None], tf.shape(x_start)),
-            tf.clip_by_value(y_start, -size, height) + size,
-            tf.clip_by_value(x_start, -size, width) + size,
-        ],
-        axis=-1,
-    )
-    padded = tf.zeros(
-        [count, height + 2 * size, width + 2 * size], contributions.dtype
-    )
-    padded = scatter(
-        padded, starts, contributions, _tf_add(contributions.dtype), numbers
-    )
-    return padded[:, size:size + height, size:size + width]
 
 
 def offsets_gradient(images, offsets, patch_size, upstream):
