@@ -281,21 +281,16 @@ def _windows_and_weights(images, image_index, x, y, patch_size, predicate):
     _, height, width = ops.shape(images)
     coord = standardize_dtype(x.dtype)
 
-    groups_first = []
-
     def compute():
         geometry = window_geometry(x, y, height, width, patch_size, coord)
-        window, first = gathered_windows(
-            images, image_index, geometry, patch_size
-        )
-        groups_first.append(first)
+        window = gathered_windows(images, image_index, geometry, patch_size)
         return (window, geometry["row_w0"], geometry["row_w1"],
                 geometry["col_w0"], geometry["col_w1"])
 
     window, *weights = fusion_boundary(compute, predicate)
-    if groups_first[0]:
-        # Outside the boundary, so that the transpose fuses into the blend
-        # and the gather copies whole window rows.
+    if _windowed_gather(images, patch_size) is not None:
+        # Groups first: transposed outside the boundary, so that the
+        # transpose fuses into the blend and the gather copies whole rows.
         window = ops.transpose(window, (0, 2, 3, 1))
     return (window, *weights)
 
@@ -312,53 +307,62 @@ def flat_positions(image_index, rows, cols, height, width):
 def windows(images, image_index, geometry, patch_size):
     """The neighbourhood gather, (b, N+1, N+1, c): `gathered_windows` in
     the groups-last layout."""
-    window, groups_first = gathered_windows(
-        images, image_index, geometry, patch_size
-    )
-    return ops.transpose(window, (0, 2, 3, 1)) if groups_first else window
+    window = gathered_windows(images, image_index, geometry, patch_size)
+    if _windowed_gather(images, patch_size) is not None:
+        return ops.transpose(window, (0, 2, 3, 1))
+    return window
 
 
-def gathered_windows(images, image_index, geometry, patch_size):
-    """The neighbourhood gather in the layout it comes in.
+def _windowed_gather(images, patch_size):
+    """This backend's windowed gather for these images, or None.
 
     JAX and TensorFlow (through XLA) have a windowed gather, one contiguous
-    slice per patch, far cheaper than indexing every element; its windows
-    come groups first, (b, c, N+1, N+1), best transposed where the blend
-    reads them (the transpose then fuses into the blend). Every backend has
-    the element gather, which comes groups last, (b, N+1, N+1, c).
-
-    Returns:
-        (window, groups_first).
+    slice per patch, far cheaper than indexing every element; it takes
+    (images, image_index, x_start, y_start, N+1) and returns the windows
+    groups first, (b, c, N+1, N+1). It needs the object's size at tracing.
     """
     size = patch_size + 1
     _, height, width = ops.shape(images)
-    static = isinstance(height, int) and isinstance(width, int)
+    if not (isinstance(height, int) and isinstance(width, int)):
+        return None
     backend = keras.backend.backend()
-    if backend == "jax" and static and height >= size and width >= size:
+    if backend == "jax" and height >= size and width >= size:
         from ptycho_layers import _jax_windows
 
-        return _jax_windows.gather_windows(
-            images, image_index, geometry["x_start"], geometry["y_start"], size
-        ), True
-    if backend == "tensorflow" and static:
+        return _jax_windows.gather_windows
+    if backend == "tensorflow":
         from ptycho_layers import _tf_windows
 
         if _tf_windows.available():
-            return _tf_windows.gather_windows(
-                images, image_index, geometry["x_start"], geometry["y_start"],
-                size,
-            ), True
+            return _tf_windows.gather_windows
+    return None
+
+
+def gathered_windows(images, image_index, geometry, patch_size):
+    """The neighbourhood gather in the layout it comes in: groups first,
+    (b, c, N+1, N+1), from the windowed gather where the backend has one
+    (see `_windowed_gather`; best transposed where the blend reads it, so
+    the transpose fuses into the blend), else groups last,
+    (b, N+1, N+1, c), from the element gather every backend has.
+    """
+    windowed = _windowed_gather(images, patch_size)
+    if windowed is not None:
+        return windowed(
+            images, image_index, geometry["x_start"], geometry["y_start"],
+            patch_size + 1,
+        )
+    _, height, width = ops.shape(images)
     positions = flat_positions(
         image_index, geometry["rows"], geometry["cols"], height, width
     )
     flat = ops.reshape(images, (-1,))
     # Entries read at clamped indices get zero weight in the blend.
-    if backend == "tensorflow":
+    if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         # keras.ops.take would add a pass mapping negative indices.
-        return tf.gather(flat, positions), False
-    return ops.take(flat, positions, axis=0), False
+        return tf.gather(flat, positions)
+    return ops.take(flat, positions, axis=0)
 
 
 def extract_patches_batched(images, offsets, patch_size):
