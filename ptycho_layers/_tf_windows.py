@@ -1,14 +1,17 @@
 """Windowed neighbourhood gather and scatter for the TensorFlow backend.
 
-XLA's gather and scatter can take whole (N+1)x(N+1) windows, one
-contiguous copy per window row instead of an index computation per element;
-TensorFlow exposes them only in its tf2xla module (not public API: Keras'
-TensorFlow backend uses the same module for its dynamic updates). XLA
-moves (gather) or drops (scatter) a window that runs past an edge, so both
-work on the object padded by N+1 on every side, where every window fits:
-the gather reads the object zero-padded (XLA fuses the padding into the
-gather, so no padded copy of the object is made); the scatter adds into
-padded zeros and cuts the object out of the middle.
+XLA's gather and scatter can take whole slices, one contiguous copy per
+window row instead of an index computation per element; TensorFlow exposes
+them only in its tf2xla module (not public API: Keras' TensorFlow backend
+uses the same module for its dynamic updates). XLA moves (gather) or drops
+(scatter) a slice that runs past an edge, so neither can read or write a
+window overlapping the object's edge as it is:
+
+- the gather reads each window row as a run of the flattened object
+  (`_gather_rows`), where only two rows of the object can make XLA move a
+  run; those come from a small zero-padded copy of the first and last rows;
+- the scatter adds whole windows into zeros padded by N+1 on every side
+  and cuts the object out of the middle.
 """
 
 import functools
@@ -46,6 +49,91 @@ def gather_windows(images, image_index, x_start, y_start, size):
 
     Entries outside the object come back as zeros.
     """
+    _, height, width = images.shape
+    # Beyond [-size, extent] a window lies wholly outside the object, so
+    # clamping there changes nothing.
+    x_start = tf.clip_by_value(x_start, -size, width)
+    y_start = tf.clip_by_value(y_start, -size, height)
+    if width < size:
+        found = _gather_padded(images, image_index, x_start, y_start, size)
+    else:
+        found = _gather_rows(images, image_index, x_start, y_start, size)
+    # XLA's gather has no shape inference for a batch unknown at tracing.
+    found.set_shape(x_start.shape.concatenate([size, size]))
+    return found
+
+
+def _gather_rows(images, image_index, x_start, y_start, size):
+    """`gather_windows` for objects at least `size` wide, row by row.
+
+    Window row r is the run of `size` entries of the flattened image that
+    starts at (y_start + r) * W + x_start, the row clamped into the object.
+    Where a window sticks out left or right, its run carries on into the
+    next or previous object row; rows and columns outside the object are
+    set to zero in the same loop. With W >= size, XLA has to move a run
+    (to keep it inside the flattened image) only for object row 0 of a
+    window starting left of the object and for row H-1 of one ending right
+    of it, at most one row per window: that row is read instead from the
+    first and last object rows padded by `size` zeros at both ends.
+
+    Reading from the object zero-padded (as `_gather_padded` does) would
+    be simpler, but XLA then tests every element against the padding,
+    which keeps the copy from vectorising: 2x slower from an object too
+    large for the cache (2048x2048), no faster from a small one.
+    """
+    xla, xla_data_pb2 = _xla()
+    _, height, width = images.shape
+    steps = tf.range(size)
+    rows = y_start[..., None] + steps  # (B, c, size) object row of each
+    columns = x_start[..., None] + steps  # and object column of each
+    image = tf.broadcast_to(image_index[:, None], tf.shape(x_start))
+
+    numbers = xla_data_pb2.GatherDimensionNumbers()
+    numbers.offset_dims.append(3)
+    numbers.collapsed_slice_dims.append(0)
+    numbers.start_index_map.extend([0, 1])
+    numbers.index_vector_dim = 3
+    runs = tf.stack(
+        [
+            tf.broadcast_to(image[..., None], tf.shape(rows)),
+            tf.clip_by_value(rows, 0, height - 1) * width + x_start[..., None],
+        ],
+        axis=-1,
+    )
+    flat = tf.reshape(images, [-1, height * width])
+    found = xla.gather(flat, runs, numbers, [1, size])
+    inside = tf.logical_and(
+        _within(rows, height)[..., :, None], _within(columns, width)[..., None, :]
+    )
+    found = tf.where(inside, found, tf.zeros_like(found))
+
+    # The moved rows, from the first and last object rows zero-padded.
+    left = x_start < 0
+    right = x_start > width - size
+    ends = tf.pad(
+        tf.gather(images, [0, height - 1], axis=1), [[0, 0], [0, 0], [size, size]]
+    )
+    numbers = xla_data_pb2.GatherDimensionNumbers()
+    numbers.offset_dims.append(2)
+    numbers.collapsed_slice_dims.extend([0, 1])
+    numbers.start_index_map.extend([0, 1, 2])
+    numbers.index_vector_dim = 2
+    starts = tf.stack([image, tf.cast(right, tf.int32), x_start + size], axis=-1)
+    edge_rows = xla.gather(ends, starts, numbers, [1, 1, size])  # (B, c, size)
+    # The window row holding that object row (-1: none was moved).
+    moved = tf.where(left, -y_start, tf.where(right, height - 1 - y_start, -1))
+    replaced = tf.equal(steps, moved[..., None])[..., :, None]
+    return tf.where(replaced, edge_rows[..., None, :], found)
+
+
+def _within(index, extent):
+    return tf.logical_and(index >= 0, index < extent)
+
+
+def _gather_padded(images, image_index, x_start, y_start, size):
+    """`gather_windows` from the object zero-padded by `size` on every
+    side, where every window fits (XLA fuses the padding into the gather,
+    so no padded copy of the object is made)."""
     xla, xla_data_pb2 = _xla()
     _, height, width = images.shape
     numbers = xla_data_pb2.GatherDimensionNumbers()
@@ -55,10 +143,7 @@ def gather_windows(images, image_index, x_start, y_start, size):
     numbers.index_vector_dim = 2
     starts = _padded_starts(image_index, x_start, y_start, size, height, width)
     padded = tf.pad(images, [[0, 0], [size, size], [size, size]])
-    found = xla.gather(padded, starts, numbers, [1, size, size])
-    # XLA's gather has no shape inference for a batch unknown at tracing.
-    found.set_shape(x_start.shape.concatenate([size, size]))
-    return found
+    return xla.gather(padded, starts, numbers, [1, size, size])
 
 
 def add_windows(contributions, image_index, x_start, y_start, shape):

@@ -1,0 +1,100 @@
+"""TensorFlow's windowed gather against windows cut from a zero-padded copy
+in numpy, for every way a window can lie across the object's edges."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from conftest import BACKEND
+
+pytestmark = pytest.mark.skipif(
+    BACKEND != "tensorflow", reason="the TensorFlow backend's gather"
+)
+
+
+def expected_windows(images, image_index, x_start, y_start, size):
+    """(B, c, size, size) windows of the zero-extended images, in numpy."""
+    count, height, width = images.shape
+    pad = 2 * size + 2
+    padded = np.zeros((count, height + 2 * pad, width + 2 * pad), images.dtype)
+    padded[:, pad:pad + height, pad:pad + width] = images
+    batch, groups = x_start.shape
+    out = np.zeros((batch, groups, size, size), images.dtype)
+    for b, k in itertools.product(range(batch), range(groups)):
+        # Starts beyond [-size - 2, extent + 2] read zeros in both.
+        y = np.clip(y_start[b, k], -size - 2, height + 2) + pad
+        x = np.clip(x_start[b, k], -size - 2, width + 2) + pad
+        out[b, k] = padded[image_index[b], y:y + size, x:x + size]
+    return out
+
+
+def gather(images, image_index, x_start, y_start, size):
+    import tensorflow as tf
+
+    from ptycho_layers import _tf_windows
+
+    if not _tf_windows.available():
+        pytest.skip("this TensorFlow has no XLA gather")
+    compiled = tf.function(
+        lambda *args: _tf_windows.gather_windows(*args, size), jit_compile=True
+    )
+    return compiled(images, image_index, x_start, y_start).numpy()
+
+
+def every_start(extent, size):
+    """Starts wholly before, across the first edge, inside, across the last
+    edge and wholly beyond, each at the boundary and one either side."""
+    return sorted({
+        -size - 5, -size - 1, -size, -size + 1, -1, 0, 1,
+        extent - size - 1, extent - size, extent - size + 1,
+        extent - 1, extent, extent + 1, extent + 9,
+    })
+
+
+@pytest.mark.parametrize(
+    "height,width,size",
+    [
+        (9, 11, 4),  # wider and taller than a window: read row by row
+        (11, 5, 5),  # exactly one window wide
+        (1, 7, 3),  # a single object row is both the first and the last
+        (3, 8, 6),  # fewer rows than a window has
+        (7, 4, 6),  # narrower than a window: read from the padded object
+    ],
+)
+def test_windows_equal_zero_padded_slices(height, width, size):
+    rng = np.random.default_rng(height * width + size)
+    images = (
+        rng.normal(size=(2, height, width)) + 1j * rng.normal(size=(2, height, width))
+    ).astype("complex64")
+    pairs = np.array(list(itertools.product(every_start(width, size), every_start(height, size))))
+    # Two rows of offsets, each reading its own image.
+    x_start = np.stack([pairs[:, 0], pairs[::-1, 0]]).astype("int32")
+    y_start = np.stack([pairs[:, 1], pairs[::-1, 1]]).astype("int32")
+    image_index = np.array([0, 1], "int32")
+
+    found = gather(images, image_index, x_start, y_start, size)
+    np.testing.assert_array_equal(
+        found, expected_windows(images, image_index, x_start, y_start, size)
+    )
+
+
+def test_a_window_reads_nothing_outside_itself():
+    """Row runs that stick out of the object read the neighbouring object
+    row there; those entries must come back as zeros, not as what is read
+    (here NaN and inf along the left and right edges would show)."""
+    height, width, size = 10, 12, 5
+    images = np.arange(height * width, dtype="float32").reshape(1, height, width)
+    images[0, :, 0] = np.nan
+    images[0, :, -1] = np.inf
+    starts = every_start(width, size)
+    pairs = np.array(list(itertools.product(starts, every_start(height, size))))
+    x_start = pairs[None, :, 0].astype("int32")
+    y_start = pairs[None, :, 1].astype("int32")
+    image_index = np.zeros(1, "int32")
+
+    found = gather(images, image_index, x_start, y_start, size)
+    expected = expected_windows(images, image_index, x_start, y_start, size)
+    np.testing.assert_array_equal(found, expected)
+    # The test has teeth: some windows do hold the NaN and inf columns.
+    assert np.isnan(expected).any() and np.isinf(expected).any()
