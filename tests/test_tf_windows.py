@@ -98,3 +98,55 @@ def test_a_window_reads_nothing_outside_itself():
     np.testing.assert_array_equal(found, expected)
     # The test has teeth: some windows do hold the NaN and inf columns.
     assert np.isnan(expected).any() and np.isinf(expected).any()
+
+
+def expected_sums(contributions, image_index, x_start, y_start, shape):
+    """Windows added into zeros, in numpy, entries outside dropped."""
+    count, height, width = shape
+    size = contributions.shape[-1]
+    pad = 2 * size + 2
+    padded = np.zeros((count, height + 2 * pad, width + 2 * pad), contributions.dtype)
+    batch, groups = x_start.shape
+    for b, k in itertools.product(range(batch), range(groups)):
+        y = np.clip(y_start[b, k], -size - 2, height + 2) + pad
+        x = np.clip(x_start[b, k], -size - 2, width + 2) + pad
+        padded[image_index[b], y:y + size, x:x + size] += contributions[b, k]
+    return padded[:, pad:pad + height, pad:pad + width]
+
+
+@pytest.mark.parametrize(
+    "height,width,size",
+    [(9, 11, 4), (11, 5, 5), (1, 7, 3), (3, 8, 6), (7, 4, 6)],
+)
+def test_added_windows_equal_numpy_sums(height, width, size):
+    """add_windows drops what falls outside the object, whatever it is
+    (NaN included), and adds the rest where gather_windows reads it."""
+    import tensorflow as tf
+
+    from ptycho_layers import _tf_windows
+
+    if not _tf_windows.available():
+        pytest.skip("this TensorFlow has no XLA scatter")
+    pairs = np.array(list(itertools.product(every_start(width, size), every_start(height, size))))
+    x_start = np.stack([pairs[:, 0], pairs[::-1, 0]]).astype("int32")
+    y_start = np.stack([pairs[:, 1], pairs[::-1, 1]]).astype("int32")
+    image_index = np.array([0, 1], "int32")
+    rng = np.random.default_rng(size)
+    contributions = rng.normal(size=x_start.shape + (size, size))
+    contributions = contributions + 1j * rng.normal(size=contributions.shape)
+    # Non-finite values where windows stick out must not reach the object.
+    outside = expected_windows(
+        np.ones((2, height, width)), image_index, x_start, y_start, size
+    ) == 0
+    contributions[outside] = np.nan
+    shape = (2, height, width)
+
+    compiled = tf.function(
+        lambda *args: _tf_windows.add_windows(*args, shape), jit_compile=True
+    )
+    found = compiled(contributions, image_index, x_start, y_start).numpy()
+    contributions[outside] = 0
+    np.testing.assert_allclose(
+        found, expected_sums(contributions, image_index, x_start, y_start, shape),
+        rtol=0, atol=1e-12,
+    )
