@@ -129,15 +129,15 @@ def _add_windows(contributions, image_index, x_start, y_start, shape):
     """Add (b, c, P, P) windows into zeros of `shape` (Bi, H, W), window
     (b, k) at rows y_start[b, k]... and columns x_start[b, k]... of image
     image_index[b]. Entries outside the images are zero and dropped."""
-    if keras.backend.backend() == "tensorflow":
+    size = ops.shape(contributions)[-1]
+    _, height, width = shape
+    if keras.backend.backend() == "tensorflow" and isinstance(width, int) and width >= size:
         from ptycho_layers import _tf_windows
 
         if _tf_windows.available():
             return _tf_windows.add_windows(
                 contributions, image_index, x_start, y_start, shape
             )
-    size = ops.shape(contributions)[-1]
-    _, height, width = shape
     span = ops.arange(size, dtype="int32")
     rows = ops.clip(y_start[:, :, None] + span, 0, height - 1)
     cols = ops.clip(x_start[:, :, None] + span, 0, width - 1)

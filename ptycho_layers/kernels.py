@@ -25,9 +25,13 @@ the last axis; the result is (B, N, N, c), the c patches of a group on the
 last axis.
 """
 
+import functools
+
 import keras
 from keras import ops
 from keras.src.backend import standardize_dtype
+
+from ptycho_layers import windows as windows_lib
 
 __all__ = [
     "coordinate_dtype",
@@ -316,25 +320,30 @@ def windows(images, image_index, geometry, patch_size):
 def _windowed_gather(images, patch_size):
     """This backend's windowed gather for these images, or None.
 
-    JAX and TensorFlow (through XLA) have a windowed gather, one contiguous
-    slice per patch, far cheaper than indexing every element; it takes
-    (images, image_index, x_start, y_start, N+1) and returns the windows
-    groups first, (b, c, N+1, N+1). It needs the object's size at tracing.
+    JAX and TensorFlow (through XLA) copy each window row whole
+    (`windows.gather_windows`), far cheaper than indexing every element;
+    the gather takes (images, image_index, x_start, y_start, N+1) and
+    returns the windows groups first, (b, c, N+1, N+1). It needs the
+    object's width at tracing, at least N+1.
     """
     size = patch_size + 1
     _, height, width = ops.shape(images)
-    if not (isinstance(height, int) and isinstance(width, int)):
+    if not (isinstance(height, int) and isinstance(width, int)) or width < size:
         return None
     backend = keras.backend.backend()
-    if backend == "jax" and height >= size and width >= size:
+    if backend == "jax":
         from ptycho_layers import _jax_windows
 
-        return _jax_windows.gather_windows
+        return functools.partial(
+            windows_lib.gather_windows, take_runs=_jax_windows.take_runs
+        )
     if backend == "tensorflow":
         from ptycho_layers import _tf_windows
 
         if _tf_windows.available():
-            return _tf_windows.gather_windows
+            return functools.partial(
+                windows_lib.gather_windows, take_runs=_tf_windows.take_runs
+            )
     return None
 
 

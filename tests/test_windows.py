@@ -1,5 +1,6 @@
-"""TensorFlow's windowed gather against windows cut from a zero-padded copy
-in numpy, for every way a window can lie across the object's edges."""
+"""The run gather of whole windows (and TensorFlow's scatter, its adjoint)
+against windows cut from a zero-padded copy in numpy, for every way a
+window can lie across the object's edges."""
 
 import itertools
 
@@ -9,7 +10,7 @@ import pytest
 from conftest import BACKEND
 
 pytestmark = pytest.mark.skipif(
-    BACKEND != "tensorflow", reason="the TensorFlow backend's gather"
+    BACKEND == "torch", reason="XLA's run gather: TensorFlow and JAX"
 )
 
 
@@ -30,6 +31,18 @@ def expected_windows(images, image_index, x_start, y_start, size):
 
 
 def gather(images, image_index, x_start, y_start, size):
+    """windows.gather_windows with this backend's run gather, compiled."""
+    from ptycho_layers import windows
+
+    if BACKEND == "jax":
+        import jax
+
+        from ptycho_layers import _jax_windows
+
+        compiled = jax.jit(
+            lambda *args: windows.gather_windows(*args, size, _jax_windows.take_runs)
+        )
+        return np.asarray(compiled(images, image_index, x_start, y_start))
     import tensorflow as tf
 
     from ptycho_layers import _tf_windows
@@ -37,7 +50,8 @@ def gather(images, image_index, x_start, y_start, size):
     if not _tf_windows.available():
         pytest.skip("this TensorFlow has no XLA gather")
     compiled = tf.function(
-        lambda *args: _tf_windows.gather_windows(*args, size), jit_compile=True
+        lambda *args: windows.gather_windows(*args, size, _tf_windows.take_runs),
+        jit_compile=True,
     )
     return compiled(images, image_index, x_start, y_start).numpy()
 
@@ -55,18 +69,19 @@ def every_start(extent, size):
 @pytest.mark.parametrize(
     "height,width,size",
     [
-        (9, 11, 4),  # wider and taller than a window: read row by row
+        (9, 11, 4),  # wider and taller than a window
         (11, 5, 5),  # exactly one window wide
         (1, 7, 3),  # a single object row is both the first and the last
         (3, 8, 6),  # fewer rows than a window has
-        (7, 4, 6),  # narrower than a window: read from the padded object
+        (4, 6, 6),  # both
     ],
 )
-def test_windows_equal_zero_padded_slices(height, width, size):
+@pytest.mark.parametrize("dtype", ["complex64", "complex128"])
+def test_windows_equal_zero_padded_slices(height, width, size, dtype):
     rng = np.random.default_rng(height * width + size)
     images = (
         rng.normal(size=(2, height, width)) + 1j * rng.normal(size=(2, height, width))
-    ).astype("complex64")
+    ).astype(dtype)
     pairs = np.array(list(itertools.product(every_start(width, size), every_start(height, size))))
     # Two rows of offsets, each reading its own image.
     x_start = np.stack([pairs[:, 0], pairs[::-1, 0]]).astype("int32")
@@ -74,6 +89,7 @@ def test_windows_equal_zero_padded_slices(height, width, size):
     image_index = np.array([0, 1], "int32")
 
     found = gather(images, image_index, x_start, y_start, size)
+    assert found.dtype == images.dtype
     np.testing.assert_array_equal(
         found, expected_windows(images, image_index, x_start, y_start, size)
     )
@@ -114,13 +130,15 @@ def expected_sums(contributions, image_index, x_start, y_start, shape):
     return padded[:, pad:pad + height, pad:pad + width]
 
 
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's scatter")
 @pytest.mark.parametrize(
     "height,width,size",
-    [(9, 11, 4), (11, 5, 5), (1, 7, 3), (3, 8, 6), (7, 4, 6)],
+    [(9, 11, 4), (11, 5, 5), (1, 7, 3), (3, 8, 6), (4, 6, 6)],
 )
 def test_added_windows_equal_numpy_sums(height, width, size):
     """add_windows drops what falls outside the object, whatever it is
-    (NaN included), and adds the rest where gather_windows reads it."""
+    (NaN included), and adds the rest where gather_windows reads it.
+    (JAX derives the same scatter from the gather itself.)"""
     import tensorflow as tf
 
     from ptycho_layers import _tf_windows
