@@ -32,13 +32,13 @@ def available():
     return _xla() is not None
 
 
-def _run_numbers(message, starts):
+def _run_numbers(kind, starts):
     """Gather or scatter dimension numbers for runs of a 2-D table at
     `starts` (..., 2) [row, first entry]: the run is the last axis of the
     result (or of the updates)."""
     xla, xla_data_pb2 = _xla()
     last = len(starts.shape) - 1
-    if message == "gather":
+    if kind == "gather":
         numbers = xla_data_pb2.GatherDimensionNumbers()
         numbers.offset_dims.append(last)
         numbers.collapsed_slice_dims.append(0)
@@ -94,8 +94,8 @@ def add_windows(contributions, image_index, x_start, y_start, shape):
     in_runs = tf.where(keep, contributions, zeros)
     # The replaced row of each window (zeros where none was), picked out:
     # a sum over the rows would make XLA read every window whole.
-    row = tf.argmax(tf.cast(replaced[..., 0], tf.int32), axis=-1, output_type=tf.int32)
-    in_edges = tf.gather(contributions, row, axis=2, batch_dims=2)
+    which = tf.argmax(tf.cast(replaced[..., 0], tf.int32), axis=-1, output_type=tf.int32)
+    in_edges = tf.gather(contributions, which, axis=2, batch_dims=2)
     any_replaced = tf.reduce_any(replaced, axis=(2, 3))[..., None]
     in_edges = tf.where(any_replaced, in_edges, tf.zeros_like(in_edges))
 

@@ -27,7 +27,7 @@ gather. Shapes: `images` (Bi, H, W); `image_index` (b,) int32; `x_start`,
 import keras
 from keras import ops
 
-__all__ = ["gather_windows", "runs", "moved_rows", "inside"]
+__all__ = ["gather_windows", "clamp_starts", "runs", "inside", "moved_rows"]
 
 
 def gather_windows(images, image_index, x_start, y_start, size, take_runs):
