@@ -2,10 +2,10 @@
 
 import functools
 
-import keras
 from keras import ops
 
-from ptycho_layers import kernels
+from ptycho_layers import backends
+from ptycho_layers import ops as ops_lib
 from ptycho_layers import validation
 
 __all__ = ["extract_patches", "prepare_inputs", "dispatch"]
@@ -35,29 +35,24 @@ def prepare_inputs(images, offsets):
 def dispatch(images, offsets, patch_size, batched):
     """Run the vectorized kernel or the legacy loop on checked inputs."""
     if not batched:
-        return kernels.extract_patches_legacy(images, offsets, patch_size)
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        from ptycho_layers import _tf_xla
-
-        return _tf_xla.batched(patch_size)(images, offsets)
-    if backend == "jax":
-        return _jax_batched(patch_size)(images, offsets)
-    return kernels.extract_patches_batched(images, offsets, patch_size)
+        return ops_lib.extract_patches_legacy(images, offsets, patch_size)
+    return _extraction(patch_size)(images, offsets)
 
 
 @functools.lru_cache(maxsize=None)
-def _jax_batched(patch_size):
-    """The vectorized kernel under `jax.jit`: one XLA program whether the
-    caller is eager or traced (op by op, JAX would run each of the
-    kernel's dozens of operations separately, and round differently from
-    the fused program)."""
-    import jax
+def _extraction(patch_size):
+    """The vectorized extraction of NxN patches as this backend runs it:
+    compiled where that pays, with placement as its gradient with respect
+    to the object."""
 
-    return jax.jit(
-        lambda images, offsets: kernels.extract_patches_batched(
-            images, offsets, patch_size
-        )
+    def extract(images, offsets):
+        return ops_lib.extract_patches_batched(images, offsets, patch_size)
+
+    def d_images(images, offsets, upstream):
+        return ops_lib.place_patches_batched(upstream, offsets, ops.shape(images))
+
+    return backends.current().differentiable(
+        extract, (d_images, ops_lib.offsets_gradient)
     )
 
 

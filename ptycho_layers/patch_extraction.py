@@ -5,6 +5,7 @@ import numpy as np
 from keras import ops
 from keras.src.backend import standardize_dtype
 
+from ptycho_layers import backends
 from ptycho_layers import functional
 from ptycho_layers import validation
 
@@ -44,10 +45,10 @@ class PatchExtraction(keras.layers.Layer):
     >>> patches = model.predict(offsets, verbose=0)
     >>> patches.shape, patches.dtype
     ((1, 3, 3, 4), dtype('complex64'))
-    >>> patches[0, :, :, 1].real
-    array([[ 2.,  3.,  4.],
-           [10., 11., 12.],
-           [18., 19., 20.]], dtype=float32)
+    >>> patches[0, :, :, 1].real  # offset [x=3, y=2]: obj[1:4, 2:5]
+    array([[10., 11., 12.],
+           [18., 19., 20.],
+           [26., 27., 28.]], dtype=float32)
 
     Args:
         patch_size: N, a positive int: patches are NxN.
@@ -166,16 +167,10 @@ class PatchExtraction(keras.layers.Layer):
         if not self._image_as_pairs:
             return self.image_variable
         pairs = ops.convert_to_tensor(self.image_variable)
-        real, imag = pairs[..., 0], pairs[..., 1]
-        if keras.backend.backend() == "tensorflow":
-            import tensorflow as tf
-
-            # One op, whose gradient is the real and imaginary parts;
-            # casting real to complex would warn on every backward pass
-            # that the cast's gradient drops an imaginary part.
-            return tf.complex(real, imag)
-        dtype = self.image_dtype
-        return ops.cast(real, dtype) + ops.cast(imag, dtype) * ops.cast(1j, dtype)
+        # One op, whose gradient is the real and imaginary parts; casting
+        # real to complex would warn on every backward pass (TensorFlow)
+        # that the cast's gradient drops an imaginary part.
+        return backends.current().complex(pairs[..., 0], pairs[..., 1])
 
     def _split(self, inputs):
         """Return (images, offsets) from either form's inputs (tensors or,

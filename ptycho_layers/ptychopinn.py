@@ -23,8 +23,8 @@ def get_image_patches(
     >>> obj = np.ones((32, 32), "complex64")
     >>> global_offsets = np.full((3, 1, 2, 1), 16.0, "float32")
     >>> local_offsets = np.zeros((3, 1, 2, 4), "float32")
-    >>> get_image_patches(obj, global_offsets, local_offsets, 8, 2).shape
-    TensorShape([3, 8, 8, 4])
+    >>> tuple(get_image_patches(obj, global_offsets, local_offsets, 8, 2).shape)
+    (3, 8, 8, 4)
 
     Args:
         gt_image: (H, W) or (H, W, 1) object, real or complex.

@@ -16,7 +16,9 @@ from keras import ops
 
 from conftest import BACKEND, tensorflow_only
 from oracle import asymmetric_object, oracle_patches
+from ptycho_layers.benchmark import case as case_lib
 from ptycho_layers.benchmark import cli
+from ptycho_layers.benchmark import measure
 from ptycho_layers.benchmark import peers
 from ptycho_layers.benchmark import rows as rows_lib
 from ptycho_layers.benchmark import scaling
@@ -85,14 +87,14 @@ def test_float64_reference_matches_oracle(dtype):
 
 
 def test_a_wrong_row_is_flagged_and_not_timed():
-    case = rows_lib.make_case(2, 2, 4, 12, 12, "complex64")
+    case = case_lib.make_case(2, 2, 4, 12, 12, "complex64")
     reference = oracle_patches(case.images, case.offsets, 4).astype("complex64")
     wrong = rows_lib.Row("tiled", "a peer that swaps x and y",
                          lambda: reference.transpose(0, 2, 1, 3).copy(), patches=case.count)
     right = rows_lib.Row("tiled", "a peer that copies", lambda: reference.copy(), patches=case.count)
     progress = _silent()
-    bad = cli.run_row(wrong, reference, reference, 1e-3, 2, progress)
-    good = cli.run_row(right, reference, reference, 1e-3, 2, progress)
+    bad = measure.run_row(wrong, reference, reference, 1e-3, 2, progress)
+    good = measure.run_row(right, reference, reference, 1e-3, 2, progress)
     assert bad["status"] == "wrong" and bad["times_s"] == []
     assert "WRONG" in bad["reason"] and bad["max_error"] > 1e-3
     assert good["status"] == "ok" and len(good["times_s"]) == 2
@@ -100,7 +102,7 @@ def test_a_wrong_row_is_flagged_and_not_timed():
 
 
 def test_subset_rows_scale_to_all_patches():
-    case = rows_lib.make_case(6, 2, 4, 16, 16, "complex64")
+    case = case_lib.make_case(6, 2, 4, 16, 16, "complex64")
     settings = rows_lib.RowSettings(legacy_patches=8, tiled_full_bytes=0)
     legacy, tiled = rows_lib.build_rows(case, ["legacy", "tiled"], settings)
     for row in (legacy, tiled):

@@ -206,9 +206,9 @@ GATHERS = ("XlaGather", "GatherV2")
 def _xla_windows():
     if BACKEND != "tensorflow":
         return False
-    from ptycho_layers import _tf_windows
+    from ptycho_layers import backends
 
-    return _tf_windows.available()
+    return backends.current().take_runs is not None
 
 
 GATHER_OPS = 3 if _xla_windows() else 1

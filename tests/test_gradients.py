@@ -7,9 +7,11 @@ from keras import ops
 
 from conftest import BACKEND, tensorflow_only
 from oracle import asymmetric_object, oracle_patches
-from ptycho_layers import gradients
-from ptycho_layers.kernels import extract_patches_batched
-from test_kernels import make_offsets
+from ptycho_layers import backends
+from ptycho_layers.ops import extract_patches_batched
+from ptycho_layers.ops import offsets_gradient
+from ptycho_layers.ops import place_patches_batched
+from test_extraction import make_offsets
 
 
 def numpy(x):
@@ -58,7 +60,7 @@ def test_images_gradient_is_the_adjoint_of_the_oracle(kind, dtype, patch_size):
     probe = random_like(image.shape, dtype, seed=2)
 
     grad = numpy(run(
-        lambda im, off, up: gradients.images_gradient(im, off, patch_size, up),
+        lambda im, off, up: place_patches_batched(up, off, im.shape),
         image, offsets, upstream,
     ))
     assert grad.shape == image.shape and grad.dtype == np.dtype(dtype)
@@ -76,7 +78,7 @@ def test_images_gradient_one_object_per_row():
     upstream = random_like((3, n, n, 4), "complex128", seed=4)
     probe = random_like(images.shape, "complex128", seed=5)
     grad = numpy(run(
-        lambda im, off, up: gradients.images_gradient(im, off, n, up), images, offsets, upstream
+        lambda im, off, up: place_patches_batched(up, off, im.shape), images, offsets, upstream
     ))
     lhs = inner(grad, probe)
     rhs = inner(upstream, oracle_patches(probe, offsets, n))
@@ -88,22 +90,22 @@ def test_images_gradient_one_object_per_row():
     assert abs(inner(grad, only_one) - expected) <= 1e-10 * abs(expected)
 
 
-@tensorflow_only
+@pytest.mark.skipif(
+    backends.current().add_runs is None, reason="XLA's run scatter: TensorFlow and JAX"
+)
 def test_element_scatter_fallback_matches_windowed_scatter(monkeypatch):
-    """Without TensorFlow's XLA scatter the element scatter serves; both add
-    the same windows."""
+    """Without XLA's run scatter the element scatter serves; both add the
+    same windows."""
     height, width, n = 12, 13, 6
     offsets = offsets_for("edges", height, width, n, seed=6)
     image = asymmetric_object(height, width, "complex64")[None]
     upstream = random_like((3, n, n, 4), "complex64", seed=7)
 
     def grad(im, off, up):
-        return gradients.images_gradient(im, off, n, up)
+        return place_patches_batched(up, off, im.shape)
 
     windowed = numpy(run(grad, image, offsets, upstream))
-    from ptycho_layers import _tf_windows
-
-    monkeypatch.setattr(_tf_windows, "available", lambda: False)
+    monkeypatch.setattr(backends.current(), "add_runs", None)
     element = numpy(run(grad, image, offsets, upstream))
     np.testing.assert_allclose(element, windowed, rtol=0, atol=1e-5)
 
@@ -125,7 +127,7 @@ def test_offsets_gradient_matches_oracle_differences(dtype):
     upstream = random_like((3, n, n, 4), dtype, seed=9)
 
     grad = numpy(run(
-        lambda im, off, up: gradients.offsets_gradient(im, off, n, up), image, offsets, upstream
+        lambda im, off, up: offsets_gradient(im, off, up), image, offsets, upstream
     ))
     assert grad.shape == offsets.shape and grad.dtype == np.float64
     step = 0.125
@@ -149,7 +151,7 @@ def test_offsets_gradient_is_zero_for_non_finite_offsets():
     image = asymmetric_object(height, width, "complex128")[None]
     upstream = random_like((3, n, n, 4), "complex128", seed=11)
     grad = numpy(run(
-        lambda im, off, up: gradients.offsets_gradient(im, off, n, up), image, offsets, upstream
+        lambda im, off, up: offsets_gradient(im, off, up), image, offsets, upstream
     ))
     assert np.all(grad[0, 1] == 0) and np.all(grad[2, 3] == 0)
     assert np.all(np.isfinite(grad)) and np.abs(grad).max() > 0
@@ -186,7 +188,7 @@ def test_written_out_gradients_equal_autodiff(dtype):
         loss(*args).backward()
         # PyTorch's gradient of a complex input is TensorFlow's convention.
         d_image, d_offsets = args[0].grad.numpy(), args[1].grad.numpy()
-    written_image = numpy(gradients.images_gradient(image, offsets, n, upstream))
-    written_offsets = numpy(gradients.offsets_gradient(image, offsets, n, upstream))
+    written_image = numpy(place_patches_batched(upstream, offsets, image.shape))
+    written_offsets = numpy(offsets_gradient(image, offsets, upstream))
     np.testing.assert_allclose(written_image, d_image, rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(written_offsets, np.asarray(d_offsets), rtol=1e-10, atol=1e-10)

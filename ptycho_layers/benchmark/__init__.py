@@ -13,8 +13,11 @@ Modules:
   results, copies, gradients, versions).
 - ``peers``: the other algorithms, written here, and a float64 numpy
   reference.
-- ``rows``: the benchmark case (object, offsets) and its rows.
+- ``case``: the benchmark case (object, offsets).
+- ``rows``: the rows of the table, each built for a case.
+- ``measure``: checking and timing the rows, their ratios, their peak memory.
 - ``timing``: medians, peak memory, the progress bar, machine information.
 - ``scaling``: the object-size and gradient report and the ``--plot`` sweeps.
-- ``cli``: arguments, the table and the JSON file.
+- ``report``: the printed tables and notes, JSON-safe values.
+- ``cli``: arguments and ``main``, which runs it all and writes the JSON file.
 """

@@ -1,4 +1,4 @@
-"""The benchmark case (object and offsets) and the rows of the table.
+"""The rows of the table: this layer, its peers and the copy floor.
 
 A row is a zero-argument callable returning (B', N, N, c) patches for the
 first B' rows of the case's offsets (B' = B unless the row times a subset
@@ -6,23 +6,21 @@ and scales its time up), with what the table needs to describe it.
 """
 
 import dataclasses
-import math
 from typing import Callable, Optional
 
 import numpy as np
 
-from ptycho_layers import kernels
+from ptycho_layers import ops as patch_ops
 from ptycho_layers.functional import extract_patches
 from ptycho_layers.benchmark import backends
+from ptycho_layers.benchmark import case as case_lib
 from ptycho_layers.benchmark import peers
 
 __all__ = [
     "ROW_IDS",
     "LAYER_MODES",
-    "Case",
     "Row",
     "RowSettings",
-    "make_case",
     "build_rows",
     "max_error",
 ]
@@ -41,64 +39,6 @@ LAYER_MODES = {"layer_eager": "eager", "layer_graph": "graph", "layer_xla": "xla
 
 _GIB = 1 << 30
 
-
-@dataclasses.dataclass
-class Case:
-    """One object and its scan positions.
-
-    images: (1, H, W) numpy array; offsets: (B, c, 2) [x, y] numpy array;
-    patch_size: N; dtype: the object's dtype name.
-    """
-
-    images: np.ndarray
-    offsets: np.ndarray
-    patch_size: int
-    dtype: str
-
-    @property
-    def count(self):
-        """K, the number of patches (B * c)."""
-        return self.offsets.shape[0] * self.offsets.shape[1]
-
-    @property
-    def shape(self):
-        return self.images.shape[1:]
-
-    @property
-    def itemsize(self):
-        return np.dtype(self.dtype).itemsize
-
-    @property
-    def output_bytes(self):
-        return self.count * self.patch_size**2 * self.itemsize
-
-    def subset(self, patches):
-        """The case cut to the first whole groups holding >= `patches`."""
-        groups = self.offsets.shape[1]
-        rows = min(self.offsets.shape[0], max(1, math.ceil(patches / groups)))
-        return dataclasses.replace(self, offsets=self.offsets[:rows])
-
-
-def make_case(groups, gridsize, patch_size, height, width, dtype, seed=0):
-    """A random object and uniformly random scan positions over it.
-
-    The object has random amplitude and phase (random real values for real
-    dtypes); offsets [x, y] are uniform over [0, W) x [0, H), float64 for
-    64-bit dtypes and float32 otherwise (PtychoPINN's offsets are float32).
-    """
-    rng = np.random.default_rng(seed)
-    amplitude = rng.uniform(0.5, 1.5, (1, height, width))
-    if np.dtype(dtype).kind == "c":
-        phase = rng.uniform(-np.pi, np.pi, (1, height, width))
-        images = (amplitude * np.exp(1j * phase)).astype(dtype)
-    else:
-        images = amplitude.astype(dtype)
-    channels = gridsize**2
-    x = rng.uniform(0, width, (groups, channels))
-    y = rng.uniform(0, height, (groups, channels))
-    coord = "float64" if dtype in ("float64", "complex128") else "float32"
-    offsets = np.stack([x, y], axis=-1).astype(coord)
-    return Case(images, offsets, patch_size, dtype)
 
 
 @dataclasses.dataclass
@@ -147,23 +87,16 @@ def _subset_note(part, case):
     return f", timed on {part.count} of {case.count} patches, x{case.count / part.count:.0f}"
 
 
-def _channels_bytes(case, pad):
-    """Bytes of the object split into real channels and padded by `pad`."""
-    height, width = case.shape
-    channels = 2 if np.dtype(case.dtype).kind == "c" else 1
-    real = np.dtype(case.dtype).itemsize // channels
-    return (height + 2 * pad) * (width + 2 * pad) * channels * real
-
 
 def _legacy(case, settings, reference):
     part = case.subset(settings.legacy_patches)
     mode = backends.peer_mode()
     size = case.patch_size
     fn = backends.compile_fn(
-        lambda im, off: kernels.extract_patches_legacy(im, off, size), mode
+        lambda im, off: patch_ops.extract_patches_legacy(im, off, size), mode
     )
     images, offsets = _tensors(part)
-    padded = _channels_bytes(case, size // 2)
+    padded = case_lib.padded_object_bytes(case, size // 2)
     return Row(
         "legacy",
         f"legacy (batched=False, {backends.mode_label(mode)}{_subset_note(part, case)})",
@@ -177,7 +110,7 @@ def _legacy(case, settings, reference):
 
 
 def _tiled(case, settings, reference):
-    padded = _channels_bytes(case, case.patch_size // 2)
+    padded = case_lib.padded_object_bytes(case, case.patch_size // 2)
     chunk = peers.tiled_chunk(padded, settings.tiled_budget)
     part = case
     if case.count * padded > settings.tiled_full_bytes:
@@ -216,7 +149,7 @@ def _crop_and_resize(case, settings, reference):
         f"{label} (C++ kernel, {backends.mode_label('graph')})",
         lambda: fn(images, offsets),
         patches=case.count,
-        estimate=_channels_bytes(case, 1) + crops + case.output_bytes,
+        estimate=case_lib.padded_object_bytes(case, 1) + crops + case.output_bytes,
     )
 
 
@@ -234,7 +167,7 @@ def _layer(row_id):
         )
         images, offsets = _tensors(case)
         groups, channels = case.offsets.shape[:2]
-        pieces = kernels.batch_pieces(groups, channels, size)
+        pieces = patch_ops.batch_pieces(groups, channels, size)
         largest = max((stop or groups) - start for start, stop in pieces)
         per_group = channels * (size + 1) ** 2 * case.itemsize
         return Row(
@@ -296,7 +229,7 @@ def build_rows(case, ids=ROW_IDS, settings=None, reference=None):
     """The rows named by `ids`, in table order.
 
     Args:
-        case: the `Case`.
+        case: a `case.Case`.
         ids: row ids from `ROW_IDS`.
         settings: a `RowSettings` (defaults if None).
         reference: (B, N, N, c) numpy patches of the case, the source of the

@@ -3,6 +3,7 @@
 
 from ptycho_layers.functional import extract_patches
 from ptycho_layers.benchmark import backends
+from ptycho_layers.benchmark import case as case_lib
 from ptycho_layers.benchmark import rows as rows_lib
 from ptycho_layers.benchmark import timing
 
@@ -133,7 +134,7 @@ def gradient_cost(config, sizes, repeats, progress=None):
 def _case(config, shape, groups=None):
     """The configured case with an object of `shape` (H, W) and, if given,
     `groups` rows of offsets."""
-    return rows_lib.make_case(
+    return case_lib.make_case(
         groups or config["groups"],
         config["gridsize"],
         config["patch_size"],

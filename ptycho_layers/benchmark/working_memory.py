@@ -54,7 +54,7 @@ def compiled_temp_bytes(images, offsets, patch_size):
     if backend == "jax":
         from ptycho_layers import functional
 
-        compiled = functional._jax_batched(patch_size).lower(images, offsets).compile()
+        compiled = functional._extraction(patch_size).lower(images, offsets).compile()
         analysis = compiled.memory_analysis()
         return None if analysis is None else int(analysis.temp_size_in_bytes)
     if backend == "tensorflow" and os.environ.get(_DUMP_ENV):

@@ -1,4 +1,5 @@
-"""The two kernels against each other and against the float64 oracle."""
+"""Extraction: the vectorized kernel and the legacy loop against each other
+and against the float64 oracle."""
 
 import itertools
 
@@ -9,7 +10,7 @@ from keras import ops
 from _fresh_process import run_python
 from conftest import BACKEND
 from oracle import asymmetric_object, oracle_patches
-from ptycho_layers.kernels import (
+from ptycho_layers.ops import (
     batch_pieces,
     coordinate_dtype,
     extract_patches_batched,

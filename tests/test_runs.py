@@ -1,6 +1,6 @@
-"""The run gather of whole windows (and TensorFlow's scatter, its adjoint)
-against windows cut from a zero-padded copy in numpy, for every way a
-window can lie across the object's edges."""
+"""The run gather of whole windows and the run scatter, its adjoint,
+against windows cut from (and added into) a zero-padded copy in numpy, for
+every way a window can lie across the object's edges."""
 
 import itertools
 
@@ -8,9 +8,12 @@ import numpy as np
 import pytest
 
 from conftest import BACKEND
+from ptycho_layers import backends
+from ptycho_layers.ops import runs
 
 pytestmark = pytest.mark.skipif(
-    BACKEND == "torch", reason="XLA's run gather: TensorFlow and JAX"
+    backends.current().take_runs is None,
+    reason="XLA's run gather and scatter: TensorFlow and JAX",
 )
 
 
@@ -30,30 +33,24 @@ def expected_windows(images, image_index, x_start, y_start, size):
     return out
 
 
-def gather(images, image_index, x_start, y_start, size):
-    """windows.gather_windows with this backend's run gather, compiled."""
-    from ptycho_layers import windows
-
+def compiled(fn):
+    """`fn` compiled as the layer runs it: XLA's run gather and scatter
+    exist only in compiled code."""
     if BACKEND == "jax":
         import jax
 
-        from ptycho_layers import _jax_windows
-
-        compiled = jax.jit(
-            lambda *args: windows.gather_windows(*args, size, _jax_windows.take_runs)
-        )
-        return np.asarray(compiled(images, image_index, x_start, y_start))
+        return jax.jit(fn)
     import tensorflow as tf
 
-    from ptycho_layers import _tf_windows
+    return tf.function(fn, jit_compile=True)
 
-    if not _tf_windows.available():
-        pytest.skip("this TensorFlow has no XLA gather")
-    compiled = tf.function(
-        lambda *args: windows.gather_windows(*args, size, _tf_windows.take_runs),
-        jit_compile=True,
+
+def gather(images, image_index, x_start, y_start, size):
+    """runs.gather_windows with this backend's run gather, compiled."""
+    found = compiled(lambda *args: runs.gather_windows(*args, size))(
+        images, image_index, x_start, y_start
     )
-    return compiled(images, image_index, x_start, y_start).numpy()
+    return np.asarray(found)
 
 
 def every_start(extent, size):
@@ -137,14 +134,7 @@ def expected_sums(contributions, image_index, x_start, y_start, shape):
 )
 def test_added_windows_equal_numpy_sums(height, width, size):
     """add_windows drops what falls outside the object, whatever it is
-    (NaN included), and adds the rest where gather_windows reads it.
-    (JAX derives the same scatter from the gather itself.)"""
-    import tensorflow as tf
-
-    from ptycho_layers import _tf_windows
-
-    if not _tf_windows.available():
-        pytest.skip("this TensorFlow has no XLA scatter")
+    (NaN included), and adds the rest where gather_windows reads it."""
     pairs = np.array(list(itertools.product(every_start(width, size), every_start(height, size))))
     x_start = np.stack([pairs[:, 0], pairs[::-1, 0]]).astype("int32")
     y_start = np.stack([pairs[:, 1], pairs[::-1, 1]]).astype("int32")
@@ -159,10 +149,9 @@ def test_added_windows_equal_numpy_sums(height, width, size):
     contributions[outside] = np.nan
     shape = (2, height, width)
 
-    compiled = tf.function(
-        lambda *args: _tf_windows.add_windows(*args, shape), jit_compile=True
-    )
-    found = compiled(contributions, image_index, x_start, y_start).numpy()
+    found = np.asarray(compiled(lambda *args: runs.add_windows(*args, shape))(
+        contributions, image_index, x_start, y_start
+    ))
     contributions[outside] = 0
     np.testing.assert_allclose(
         found, expected_sums(contributions, image_index, x_start, y_start, shape),

@@ -1,0 +1,146 @@
+"""What the benchmark prints and writes: the table, its notes, the scaling
+table, and JSON-safe values for ``--json``."""
+
+import math
+
+import numpy as np
+
+from ptycho_layers.benchmark import scaling
+
+__all__ = [
+    "HEADERS",
+    "format_table",
+    "table_row",
+    "notes",
+    "scaling_table",
+    "json_safe",
+]
+
+
+def _seconds(value):
+    return f"{value:.3g}" if value >= 1e-3 else f"{value:.2e}"
+
+
+def _rate(value):
+    for unit, size in (("M", 1e6), ("k", 1e3)):
+        if value >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value:.3g}"
+
+
+def _bytes(value):
+    if value is None:
+        return "n/a"
+    for unit, size in (("GB", 1 << 30), ("MB", 1 << 20), ("kB", 1 << 10)):
+        if value >= size:
+            return f"{value / size:.3g} {unit}"
+    return f"{value} B"
+
+
+def _ratio(value):
+    if value is None:
+        return "-"
+    return f"{value:.0f}x" if value >= 100 else f"{value:.3g}x"
+
+
+def _error(value):
+    return f"{value:.1e}" if value is not None else "-"
+
+
+def format_table(headers, body):
+    """A pipe table with aligned columns."""
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *body)]
+
+    def line(cells):
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(headers), rule] + [line(cells) for cells in body])
+
+
+HEADERS = ["row", "median s", "patches/s", "vs layer best", "vs copy",
+            "peak RSS", "XLA temp", "est. mem", "err vs layer", "err vs f64"]
+
+
+def table_row(result):
+    if result["status"] != "ok":
+        blank = ["-"] * 3 + ["-", "-", _bytes(result.get("estimate_bytes")),
+                             _error(result.get("max_error")),
+                             _error(result.get("max_error_f64"))]
+        return [result["label"], result["reason"]] + blank
+    return [
+        result["label"],
+        _seconds(result["median_s"]),
+        _rate(result["patches_per_s"]),
+        _ratio(result["ratio_best_layer"]),
+        _ratio(result["ratio_copy"]),
+        _bytes(result.get("peak_rss_bytes")),
+        _bytes(result.get("xla_temp_bytes")),
+        _bytes(result.get("estimate_bytes")),
+        _error(result["max_error"]),
+        _error(result["max_error_f64"]),
+    ]
+
+
+def notes(report):
+    config, machine = report["config"], report["machine"]
+    versions = machine["versions"]
+    backend_version = versions.get(
+        {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[config["backend"]]
+    )
+    return [
+        f"K = {config['groups']} x {config['gridsize']}**2 = {config['patches']} "
+        f"patches of {config['patch_size']}x{config['patch_size']} from a "
+        f"{config['height']}x{config['width']} {config['dtype']} object; offsets "
+        f"uniform over the object (seed {config['seed']}); median of "
+        f"{config['repeats']} calls after 1 warm-up; scaled rows time a subset "
+        "and multiply by K / subset.",
+        "vs layer best: median / fastest 'this layer' row; vs copy: median / "
+        "np.copyto of an output-sized array (the memory-bandwidth floor).",
+        f"peak RSS: {report['memory_method']}. XLA temp: this layer's "
+        "working memory beyond its inputs and output, from XLA's buffer "
+        f"assignment of the compiled forward pass (output: "
+        f"{_bytes(report['output_bytes'])}). est. mem: analytic estimate of "
+        "each row's working memory (computed, not measured).",
+        f"err vs layer: max |row - this layer, eager| (tolerance "
+        f"{report['tolerance']:.1e}; rows above it are not timed). err vs "
+        "f64: against a float64 numpy evaluation of the convention; this "
+        f"layer, eager, vs it: {report['reference_error']:.1e}.",
+        f"{machine['cpu_model']}, {machine['cpu_count']} CPUs "
+        f"({machine['cpus_usable']} usable); python {machine['python']}, "
+        f"keras {versions['keras']}, {config['backend']} {backend_version}.",
+    ]
+
+
+def scaling_table(report):
+    size_result, grad = report["object_sizes"], report["gradient"]
+    sizes = report["sizes"]
+    headers = ["measure"] + [f"object {s}" for s in sizes] + ["ratio", "target"]
+    body = []
+    for mode, entry in size_result.items():
+        body.append([f"this layer forward s, {mode}"]
+                    + [_seconds(s) for s in entry["seconds"]]
+                    + [_ratio(entry["ratio"]), f"<= {scaling.SIZE_TARGET}x"])
+    points = grad["points"]
+    for key, name in (("forward_s", "loss forward s"),
+                      ("forward_backward_s", "loss forward+backward s")):
+        body.append([f"{name}, {grad['mode']}"]
+                    + [_seconds(p[key]) for p in points] + ["", ""])
+    body.append([f"backward / forward, {grad['mode']}"]
+                + [_ratio(p["ratio"]) for p in points]
+                + [_ratio(max(p["ratio"] for p in points)),
+                   f"<= {scaling.BACKWARD_TARGET}x"])
+    return format_table(headers, body)
+
+
+def json_safe(value):
+    """JSON-safe: NaN and infinities become null, numpy scalars floats."""
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    return value

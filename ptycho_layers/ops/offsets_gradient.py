@@ -1,0 +1,76 @@
+"""The gradient of extraction with respect to the offsets, written out.
+
+Per patch, the sum of the upstream values times the derivative of the
+patch with respect to x and y. The bilinear weights w0 = (1 - f) *
+inside[n] and w1 = f * inside[n+1] carry each offset's fraction f, so the
+derivative is the blend with -inside[n] and inside[n+1] in place of the
+weights along that axis.
+"""
+
+from keras import ops
+from keras.src.backend import standardize_dtype
+
+from ptycho_layers import backends
+from ptycho_layers.ops import extraction
+from ptycho_layers.ops import geometry
+from ptycho_layers.ops.placement import real_parts
+
+__all__ = ["offsets_gradient"]
+
+
+def offsets_gradient(images, offsets, upstream):
+    """d loss / d offsets for `extraction.extract_patches_batched`.
+
+    Args:
+        images: (Bi, H, W), offsets: (B, c, 2), as for the forward pass.
+        upstream: (B, N, N, c), d loss / d patches (for complex values
+            TensorFlow's convention, dL/d re + i dL/d im).
+
+    Returns:
+        (B, c, 2) in the offsets' dtype (the coordinate dtype for integer
+        offsets): for complex values, the real part of upstream times the
+        conjugate derivative; zero for non-finite offsets.
+    """
+    images = ops.convert_to_tensor(images)
+    offsets = ops.convert_to_tensor(offsets)
+    upstream = ops.convert_to_tensor(upstream)
+    dtype = standardize_dtype(images.dtype)
+    coord = geometry.coordinate_dtype(dtype)
+    patch_size = ops.shape(upstream)[1]
+    num_images, height, width = ops.shape(images)
+    x, y, finite = geometry.sanitize_offsets(
+        offsets, height, width, patch_size, coord
+    )
+    image_index = geometry.image_indices(ops.shape(offsets)[0], num_images)
+
+    def windows_and_geometry():
+        where = geometry.window_geometry(x, y, height, width, patch_size, coord)
+        window = extraction.windows(images, image_index, where, patch_size)
+        return window, where
+
+    # Materialised, as in the forward pass (see `extraction`).
+    window, where = backends.current().fusion_boundary(
+        windows_and_geometry, ops.all(finite)
+    )
+    # d w0 / d f = -inside[n], d w1 / d f = inside[n + 1].
+    col_d0 = -where["col_inside"][:, :-1]
+    col_d1 = where["col_inside"][:, 1:]
+    row_d0 = -where["row_inside"][:, :-1]
+    row_d1 = where["row_inside"][:, 1:]
+    weights = (where["row_w0"], where["row_w1"], where["col_w0"], where["col_w1"])
+
+    d_x = 0
+    d_y = 0
+    for part, values in zip(
+        real_parts(upstream, dtype, coord), real_parts(window, dtype, coord)
+    ):
+        by_x = extraction.blend_parts(values, *weights[:2], col_d0, col_d1)
+        by_y = extraction.blend_parts(values, row_d0, row_d1, *weights[2:])
+        d_x = d_x + ops.sum(part * by_x, axis=(1, 2))
+        d_y = d_y + ops.sum(part * by_y, axis=(1, 2))
+    d_offsets = ops.stack([d_x, d_y], axis=-1)
+    d_offsets = ops.where(finite[..., None], d_offsets, ops.zeros_like(d_offsets))
+    offsets_dtype = standardize_dtype(offsets.dtype)
+    if "float" in offsets_dtype:
+        d_offsets = ops.cast(d_offsets, offsets_dtype)
+    return d_offsets

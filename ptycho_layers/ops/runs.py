@@ -1,0 +1,194 @@
+"""Each patch's whole (N+1)x(N+1) neighbourhood, gathered or added as runs.
+
+XLA's gather and scatter can move whole slices, one contiguous run per
+window row, where an element gather computes an index for every entry; the
+backends that reach them offer `take_runs` and `add_runs` (TensorFlow and
+JAX). But XLA moves a slice that would leave its operand, and reading from
+the object padded with zeros instead makes XLA test every element against
+the padding, which keeps the copy from vectorising (2x slower from an
+object too large for the cache). So window rows are runs of the
+*flattened* object, which can leave it only at its very start or end:
+
+- window row r of a window starting at (y, x) is the run of N+1 entries
+  from (y + r) * W + x, its row clamped into the object; where the window
+  sticks out left or right, the run carries on into the previous or next
+  object row, and those entries, like the rows outside the object, are set
+  to zero in the same loop;
+- with W >= N+1, XLA moves only the run of object row 0 in a window
+  starting left of the object and that of row H-1 in one ending right of
+  it (at most one per window); that row is read instead from the first and
+  last object rows padded by N+1 zeros at both ends, 2(W + 2N + 2) entries.
+
+Shapes: `images` (Bi, H, W); `image_index` (b,) int32; `x_start`,
+`y_start` (b, c) int32 window starts in object coordinates; `size` = N+1.
+"""
+
+from keras import ops
+
+from ptycho_layers import backends
+
+__all__ = [
+    "available",
+    "gather_windows",
+    "add_windows",
+    "clamp_starts",
+    "runs",
+    "inside",
+    "moved_rows",
+]
+
+
+def available(width, size):
+    """Whether windows of `size` can be moved as runs here: the backend has
+    XLA's run gather and the object's width is static and >= size."""
+    return (
+        backends.current().take_runs is not None
+        and isinstance(width, int)
+        and width >= size
+    )
+
+
+def gather_windows(images, image_index, x_start, y_start, size):
+    """Windows of `size` x `size` entries, (b, c, size, size), groups first.
+
+    Args:
+        images: (Bi, H, W) with static W >= size.
+        image_index, x_start, y_start: as above; starts may lie anywhere.
+        size: N+1.
+
+    Entries outside the object come back as zeros, whatever the object
+    holds elsewhere.
+    """
+    backend = backends.current()
+    _, height, width = ops.shape(images)
+    x_start, y_start = clamp_starts(x_start, y_start, size, height, width)
+    rows, columns, image, starts = runs(image_index, x_start, y_start, size, height, width)
+    found = backend.take_runs(ops.reshape(images, (-1, height * width)), starts, size)
+    found = backend.where(
+        inside(rows, columns, height, width), found, ops.zeros_like(found)
+    )
+
+    replaced, edge_starts = moved_rows(image, x_start, y_start, size, height, width)
+    ends = ops.pad(
+        ops.take(images, [0, height - 1], axis=1), [[0, 0], [0, 0], [size, size]]
+    )
+    edge_rows = backend.take_runs(
+        ops.reshape(ends, (-1, width + 2 * size)), edge_starts, size
+    )
+    return backend.where(replaced, edge_rows[..., None, :], found)
+
+
+def add_windows(contributions, image_index, x_start, y_start, shape):
+    """The adjoint of `gather_windows`: zeros of `shape` (Bi, H, W), static
+    W >= size, with window (b, k) of `contributions` (b, c, size, size)
+    added at rows y_start[b, k]..., columns x_start[b, k]... of image
+    image_index[b]; entries outside the object are dropped, whatever they
+    hold.
+
+    Each window row is added as a run of the flattened images, save the
+    rows the gather reads from the padded first and last object rows: those
+    are added there, then into rows 0 and H-1. No object-sized buffer but
+    the result; about twice as fast as adding element by element.
+    """
+    backend = backends.current()
+    size = contributions.shape[-1]
+    count, height, width = shape
+    x_start, y_start = clamp_starts(x_start, y_start, size, height, width)
+    rows, columns, image, starts = runs(
+        image_index, x_start, y_start, size, height, width
+    )
+    replaced, edge_starts = moved_rows(
+        image, x_start, y_start, size, height, width
+    )
+    zeros = ops.zeros_like(contributions)
+    keep = ops.logical_and(
+        inside(rows, columns, height, width), ops.logical_not(replaced)
+    )
+    # A run XLA cannot place whole (one the gather moved) holds zeros here,
+    # whether XLA drops it or moves it.
+    in_runs = backend.where(keep, contributions, zeros)
+    # The replaced row of each window (zeros where none was), picked out by
+    # a gather of rows: a sum over the rows would make XLA read every
+    # window whole.
+    which = ops.argmax(ops.cast(replaced[..., 0], "int32"), axis=-1)
+    which = ops.reshape(ops.cast(which, "int32"), (-1,))
+    picks = ops.arange(ops.shape(which)[0], dtype="int32") * size + which
+    in_edges = ops.take(ops.reshape(contributions, (-1, size)), picks, axis=0)
+    in_edges = ops.reshape(in_edges, ops.shape(edge_starts)[:-1] + (size,))
+    any_replaced = ops.any(replaced, axis=(2, 3))[..., None]
+    in_edges = backend.where(any_replaced, in_edges, ops.zeros_like(in_edges))
+
+    dtype = contributions.dtype
+    flat = backend.add_runs(ops.zeros((count, height * width), dtype), starts, in_runs)
+    ends = backend.add_runs(
+        ops.zeros((count * 2, width + 2 * size), dtype), edge_starts, in_edges
+    )
+    ends = ops.reshape(ends[:, size:size + width], (count, 2, width))
+
+    total = ops.reshape(flat, (count, height, width))
+    # Rows 0 and H-1 take what was added to the first and last rows, in
+    # place (the same row when H = 1).
+    for row, end in ((0, 0), (height - 1, 1)):
+        updated = total[:, row:row + 1] + ends[:, end:end + 1]
+        total = ops.slice_update(total, (0, row, 0), updated)
+    return total
+
+
+def clamp_starts(x_start, y_start, size, height, width):
+    """Starts clamped into [-size, extent]: beyond, a window lies wholly
+    outside the object, so clamping changes nothing (and keeps the flat
+    positions far from overflowing). (b, c) int32 each."""
+    return ops.clip(x_start, -size, width), ops.clip(y_start, -size, height)
+
+
+def runs(image_index, x_start, y_start, size, height, width):
+    """Where each window row lies in the flattened images.
+
+    Returns (rows, columns, image, starts): the object row of each window
+    row and the object column of each window column, (b, c, size) int32
+    each; each window's image, (b, c); and the [image, first entry] of
+    each window row's run, (b, c, size, 2), its row clamped into the
+    object.
+    """
+    steps = ops.arange(size, dtype="int32")
+    rows = y_start[..., None] + steps
+    columns = x_start[..., None] + steps
+    image = ops.broadcast_to(image_index[:, None], ops.shape(x_start))
+    starts = ops.stack(
+        [
+            ops.broadcast_to(image[..., None], ops.shape(rows)),
+            ops.clip(rows, 0, height - 1) * width + x_start[..., None],
+        ],
+        axis=-1,
+    )
+    return rows, columns, image, starts
+
+
+def inside(rows, columns, height, width):
+    """(b, c, size, size) bool: which window entries lie in the object."""
+    def within(index, extent):
+        return ops.logical_and(index >= 0, index < extent)
+
+    return ops.logical_and(
+        within(rows, height)[..., :, None], within(columns, width)[..., None, :]
+    )
+
+
+def moved_rows(image, x_start, y_start, size, height, width):
+    """The window rows whose run XLA would move, and where they lie in the
+    first and last object rows padded by `size` zeros at both ends.
+
+    Returns (replaced, edge_starts): (b, c, size, 1) bool, true at the
+    window row holding object row 0 of a window starting left of the
+    object or row H-1 of one ending right of it; and (b, c, 2) [padded row
+    2*image (first) or 2*image + 1 (last), first entry].
+    """
+    left = x_start < 0
+    right = x_start > width - size
+    moved = ops.where(left, -y_start, ops.where(right, height - 1 - y_start, -1))
+    steps = ops.arange(size, dtype="int32")
+    replaced = (steps == moved[..., None])[..., :, None]
+    edge_starts = ops.stack(
+        [2 * image + ops.cast(right, "int32"), x_start + size], axis=-1
+    )
+    return replaced, edge_starts
