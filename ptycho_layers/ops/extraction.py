@@ -135,12 +135,13 @@ def windows(images, image_index, geometry_, patch_size):
     return window
 
 
-def _windows_and_weights(images, image_index, x, y, patch_size, predicate):
+def _windows_and_weights(images, image_index, x, y, finite, patch_size, predicate):
     """Each patch's window and blend weights, materialised.
 
     Args:
         images: (Bi, H, W); image_index: (b,) int32.
-        x, y: (b, c) sanitized offsets in the coordinate dtype.
+        x, y: (b, c) sanitized offsets in the coordinate dtype; finite:
+            (b, c) bool.
         predicate: a scalar bool computed from the data.
 
     Returns:
@@ -155,7 +156,9 @@ def _windows_and_weights(images, image_index, x, y, patch_size, predicate):
     coord = standardize_dtype(x.dtype)
 
     def compute():
-        where = geometry.window_geometry(x, y, height, width, patch_size, coord)
+        where = geometry.window_geometry(
+            x, y, height, width, patch_size, coord, finite
+        )
         window = gathered_windows(images, image_index, where, patch_size)
         return (window, where["row_w0"], where["row_w1"],
                 where["col_w0"], where["col_w1"])
@@ -202,7 +205,8 @@ def extract_patches_batched(images, offsets, patch_size):
     for start, stop in batch_pieces(batch, groups, patch_size):
         part = slice(start, stop)
         window, *weights = _windows_and_weights(
-            images, image_index[part], x[part], y[part], patch_size, predicate
+            images, image_index[part], x[part], y[part], finite[part],
+            patch_size, predicate,
         )
         patches = geometry.nan_where_not_finite(
             _blend(window, *weights, dtype), finite[part]

@@ -100,7 +100,7 @@ def _axis_indices(start, fraction, size, patch_size, coord_dtype):
     return index, inside, w0, w1
 
 
-def window_geometry(x, y, height, width, patch_size, coord_dtype):
+def window_geometry(x, y, height, width, patch_size, coord_dtype, finite=None):
     """Where each window lies and how it is blended.
 
     Args:
@@ -108,6 +108,10 @@ def window_geometry(x, y, height, width, patch_size, coord_dtype):
         height, width: the object's size.
         patch_size: N.
         coord_dtype: the coordinate dtype.
+        finite: optional (b, c) bool, false where the offset was not
+            finite: that patch's weights are all zero, so it neither reads
+            nor receives anything (and its gradient is zero), rather than
+            acting at the sanitized offset.
 
     Returns:
         dict with x_start, y_start (b, c) int32 (the window's first column
@@ -125,6 +129,10 @@ def window_geometry(x, y, height, width, patch_size, coord_dtype):
     row_index, row_inside, row_w0, row_w1 = _axis_indices(
         y_start, y - y_floor, height, patch_size, coord_dtype
     )
+    if finite is not None:
+        # Zeroing one axis's weights zeroes the patch's every weight.
+        keep = ops.cast(finite, coord_dtype)[:, None, :]
+        row_w0, row_w1 = row_w0 * keep, row_w1 * keep
     col_index, col_inside, col_w0, col_w1 = _axis_indices(
         x_start, x - x_floor, width, patch_size, coord_dtype
     )
