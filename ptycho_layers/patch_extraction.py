@@ -123,7 +123,7 @@ class PatchExtraction(keras.layers.Layer):
             image_shape = image.shape
             image_dtype = image_dtype or str(image.dtype)
         if image_shape is not None:
-            image_shape = _check_image_shape(image_shape)
+            image_shape = validation.check_image_shape(image_shape)
             image_dtype = standardize_dtype(image_dtype or "complex64")
         self.image_shape = image_shape
         self.image_dtype = image_dtype if image_shape is not None else None
@@ -258,19 +258,6 @@ class PatchExtraction(keras.layers.Layer):
         if "dtype" in config and isinstance(config["dtype"], dict):
             config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
         return cls(**config)
-
-
-def _check_image_shape(image_shape):
-    try:
-        shape = tuple(int(size) for size in image_shape)
-    except (TypeError, ValueError):
-        shape = None
-    if shape is None or len(shape) != 2 or min(shape) < 1:
-        raise ValueError(
-            "Argument `image_shape` must be (H, W) with H, W >= 1. "
-            f"Received: image_shape={image_shape!r}"
-        )
-    return shape
 
 
 def _is_shape(value):

@@ -1,11 +1,13 @@
-"""A drop-in for PtychoPINN's `get_image_patches`."""
+"""Drop-ins for PtychoPINN's `get_image_patches` and `reassemble_position`."""
 
+import numpy as np
 from keras import ops
 
 from ptycho_layers import functional
+from ptycho_layers import placement
 from ptycho_layers import validation
 
-__all__ = ["get_image_patches"]
+__all__ = ["get_image_patches", "reassemble_position"]
 
 
 def get_image_patches(
@@ -56,3 +58,79 @@ def get_image_patches(
     image = validation.single_object(ops.convert_to_tensor(gt_image), "gt_image")
     image = ops.cast(image, "complex64")
     return functional.extract_patches(image[None], offsets, N, batched)
+
+
+def reassemble_position(obj_tensor, global_offsets, M=10, batched=True):
+    """Stitch a scan's patches into one object, as PtychoPINN's function of
+    the same name does: same arrays in, same canvas out.
+
+    Each patch's central M x M (rows and columns N//2 - M//2 to
+    N//2 + M//2) is placed at its offset, the offsets first centred on
+    their mean, on a square canvas of side M + 2 * pad, `pad` being
+    ceil(max |centred offset|) rounded up to even; the sum is divided by
+    1e-9 + the sum of the crops' ones. A patch at centred offset [0, 0]
+    lands in the canvas's centre. Offsets are centred in float64 here
+    (PtychoPINN centres and samples in float32: about 1.6e-4 of max|object|
+    from exact on random positions; exact positions on a 1/16-pixel grid
+    agree to float32 rounding). `batched=False` runs PtychoPINN's
+    per-patch shift-and-sum, in float32 coordinates.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras.ops import convert_to_numpy
+    >>> patches = np.ones((2, 8, 8, 1), "complex64")
+    >>> offsets = np.array([[0.0, 0.0], [4.0, 0.0]]).reshape(2, 1, 1, 2)
+    >>> canvas = convert_to_numpy(reassemble_position(patches, offsets, M=4))
+    >>> canvas.shape, canvas.dtype   # side 4 + 2 * pad, pad = 2
+    ((8, 8, 1), dtype('complex64'))
+    >>> canvas[:, :, 0].real.round(6).sum(axis=1)   # rows 2 to 5 covered
+    array([0., 0., 8., 8., 8., 8., 0., 0.], dtype=float32)
+
+    Args:
+        obj_tensor: (K, N, N, 1) patches, complex64 (real is cast).
+        global_offsets: (K, 1, 1, 2), [x, y] on the last axis.
+        M: the side of the central crop that counts (PtychoPINN's crop
+            takes 2 * (M // 2) pixels).
+
+    Returns:
+        (S, S, 1) complex64, S = 2 * (M // 2) + 2 * pad.
+    """
+    M = validation.check_positive_int(M, name="M")
+    patches = ops.cast(ops.convert_to_tensor(obj_tensor), "complex64")
+    offsets = ops.convert_to_numpy(global_offsets).astype("float64")
+    shape = tuple(patches.shape)
+    if len(shape) != 4 or shape[-1] != 1 or shape[1] != shape[2]:
+        raise ValueError(
+            "Argument `obj_tensor` must have shape (K, N, N, 1). "
+            f"Received: obj_tensor.shape={shape}"
+        )
+    if offsets.shape != (shape[0], 1, 1, 2):
+        raise ValueError(
+            "Argument `global_offsets` must have shape (K, 1, 1, 2) with K = "
+            f"{shape[0]}, [x, y] on the last axis. Received: "
+            f"global_offsets.shape={offsets.shape}"
+        )
+    size = shape[1]
+    half_crop = min(M // 2, size // 2)
+    crop = 2 * half_crop
+    if crop < 1:
+        raise ValueError(
+            f"Argument `M` must be at least 2 (the crop is 2 * (M // 2) "
+            f"pixels). Received: M={M}"
+        )
+    start = size // 2 - half_crop
+    patches = patches[:, start:start + crop, start:start + crop, :]
+    offsets = offsets[:, 0, 0, :]
+    # The canvas size follows PtychoPINN's float32 arithmetic; the
+    # positions are centred in float64.
+    as_float32 = offsets.astype("float32")
+    pad = int(np.ceil(np.max(np.abs(as_float32 - as_float32.mean(axis=0)))))
+    pad += pad % 2
+    side = crop + 2 * pad
+    centred = offsets - offsets.mean(axis=0) + pad + crop // 2
+    image, _ = placement.normalized(
+        patches, centred[:, None, :], (side, side), None, batched, False,
+        floor=1e-9,
+    )
+    return image[0, :, :, None]

@@ -15,6 +15,11 @@ __all__ = [
     "check_offsets_shape",
     "check_batches_match",
     "single_object",
+    "check_bool",
+    "check_image_shape",
+    "check_patches_shape",
+    "check_patches_match_offsets",
+    "check_crop",
 ]
 
 
@@ -101,3 +106,72 @@ def single_object(image, name):
             f"Received: {name}.shape={tuple(image.shape)}"
         )
     return image
+
+
+def check_bool(value, name):
+    if not isinstance(value, bool):
+        raise ValueError(
+            f"Argument `{name}` must be a bool. Received: {name}={value!r}"
+        )
+    return value
+
+
+def check_image_shape(image_shape, name="image_shape"):
+    """Accept (H, W) with H, W >= 1; return it as a tuple of ints."""
+    try:
+        shape = tuple(int(size) for size in image_shape)
+        exact = all(
+            not isinstance(size, bool) and int(size) == size for size in image_shape
+        )
+    except (TypeError, ValueError):
+        shape, exact = None, False
+    if shape is None or not exact or len(shape) != 2 or min(shape) < 1:
+        raise ValueError(
+            f"Argument `{name}` must be (H, W), two positive ints. "
+            f"Received: {name}={image_shape!r}"
+        )
+    return shape
+
+
+def check_patches_shape(shape, name="patches"):
+    """Accept (B, N, N, c), square patches; return the shape."""
+    shape = tuple(shape)
+    square = len(shape) == 4 and (
+        None in shape[1:3] or shape[1] == shape[2]
+    )
+    if not square or (shape[1] is not None and shape[1] < 1):
+        raise ValueError(
+            f"Argument `{name}` must have shape (B, N, N, c): square N x N "
+            f"patches, a group's c patches on the last axis. Received: "
+            f"{name}.shape={shape}"
+        )
+    return shape
+
+
+def check_patches_match_offsets(patches_shape, offsets_shape):
+    """B and c of the patches must be those of the offsets."""
+    pairs = ((patches_shape[0], offsets_shape[0]), (patches_shape[3], offsets_shape[1]))
+    if any(a is not None and b is not None and a != b for a, b in pairs):
+        raise ValueError(
+            "Arguments `patches` (B, N, N, c) and `offsets` (B, c, 2) must "
+            "agree on B and c. Received: "
+            f"patches.shape={tuple(patches_shape)}, "
+            f"offsets.shape={tuple(offsets_shape)}"
+        )
+
+
+def check_crop(crop, patch_size, name="crop"):
+    """None (the whole patch) or an int in [1, N]."""
+    if crop is None:
+        return None
+    if (
+        isinstance(crop, bool)
+        or not isinstance(crop, (int, np.integer))
+        or crop < 1
+        or (patch_size is not None and crop > patch_size)
+    ):
+        raise ValueError(
+            f"Argument `{name}` must be None or an int from 1 to the patch "
+            f"size N = {patch_size}. Received: {name}={crop!r}"
+        )
+    return int(crop)

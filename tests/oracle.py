@@ -62,3 +62,28 @@ def asymmetric_object(height, width, dtype="complex64", seed=0):
         ramp = np.linspace(0, 3, width)[None, :] + np.linspace(0, 1, height)[:, None]
         return (amplitude * np.exp(1j * (ramp + rng.uniform(-1, 1, (height, width))))).astype(dtype)
     return (amplitude + np.arange(width)[None, :] * 0.01).astype(dtype)
+
+
+def oracle_place(patches, offsets, image_shape, per_row=False):
+    """(B, N, N, c) patches, (B, c, 2) [x, y] offsets -> (Bi, H, W)
+    complex128: every patch value added into the four pixels around its
+    position with bilinear weights, one by one; points outside the object
+    dropped. Bi is B with `per_row`, else 1."""
+    patches = np.asarray(patches).astype(np.complex128)
+    offsets = np.asarray(offsets).astype(np.float64)
+    batch, patch_size, _, groups = patches.shape
+    height, width = image_shape
+    out = np.zeros((batch if per_row else 1, height, width), np.complex128)
+    half = patch_size // 2
+    for b, k, i, j in np.ndindex(batch, groups, patch_size, patch_size):
+        x, y = offsets[b, k]
+        if not (np.isfinite(x) and np.isfinite(y)):
+            continue
+        row, col = y - half + i, x - half + j
+        r0, c0 = int(np.floor(row)), int(np.floor(col))
+        tr, tc = row - r0, col - c0
+        for r, c, w in ((r0, c0, (1 - tr) * (1 - tc)), (r0, c0 + 1, (1 - tr) * tc),
+                        (r0 + 1, c0, tr * (1 - tc)), (r0 + 1, c0 + 1, tr * tc)):
+            if 0 <= r < height and 0 <= c < width:
+                out[b if per_row else 0, r, c] += w * patches[b, i, j, k]
+    return out

@@ -9,13 +9,15 @@ kernel is compiled) is asked of `ptycho_layers.backends.current()`.
 - `extraction`: the vectorized extraction kernel.
 - `placement`: its exact adjoint (and its gradient w.r.t. the object).
 - `offsets_gradient`: extraction's gradient w.r.t. the offsets.
-- `legacy`: PtychoPINN's per-patch algorithm, the reference.
+- `legacy`: PtychoPINN's per-patch algorithms (extraction, shift-and-sum),
+  the references.
 """
 
 from ptycho_layers.ops.extraction import batch_pieces
 from ptycho_layers.ops.extraction import extract_patches_batched
 from ptycho_layers.ops.geometry import coordinate_dtype
 from ptycho_layers.ops.legacy import extract_patches_legacy
+from ptycho_layers.ops.legacy import place_patches_legacy
 from ptycho_layers.ops.offsets_gradient import offsets_gradient
 from ptycho_layers.ops.placement import place_patches_batched
 
@@ -26,4 +28,5 @@ __all__ = [
     "extract_patches_legacy",
     "offsets_gradient",
     "place_patches_batched",
+    "place_patches_legacy",
 ]

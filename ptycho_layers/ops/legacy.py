@@ -9,9 +9,10 @@ one patch after another.
 from keras import ops
 from keras.src.backend import standardize_dtype
 
+from ptycho_layers import backends
 from ptycho_layers.ops import geometry
 
-__all__ = ["extract_patches_legacy"]
+__all__ = ["extract_patches_legacy", "place_patches_legacy"]
 
 
 def _whole_axis(shift, size):
@@ -27,8 +28,20 @@ def _whole_axis(shift, size):
     """
     coords = ops.arange(size, dtype="float32") + shift
     lower = ops.floor(coords)
-    fraction = coords - lower
-    lower = ops.cast(lower, "int32")
+    return _neighbours(ops.cast(lower, "int32"), coords - lower, size)
+
+
+def _split_axis(start, fraction, size):
+    """As `_whole_axis` for a shift given as an integer `start` and a
+    `fraction` in [0, 1]: output index i samples `i + start + fraction`,
+    its weights exact whatever i (no whole-image float coordinates)."""
+    lower = ops.arange(size, dtype="int32") + start
+    return _neighbours(lower, fraction + ops.zeros((size,), "float32"), size)
+
+
+def _neighbours(lower, fraction, size):
+    """Clamped lower and upper neighbours of each output index, (size,)
+    int32, and their weights, zero outside the axis."""
     upper = lower + 1
 
     def inside(index):
@@ -42,22 +55,21 @@ def _whole_axis(shift, size):
     )
 
 
-def _translate(image, dx, dy):
-    """The whole (Hp, Wp) `image` translated by (-dx, -dy): output pixel
-    (i, j) is the bilinear sample at (i + dy, j + dx), zero outside.
-    dx, dy: scalars. Returns (Hp, Wp)."""
-    height, width = ops.shape(image)
+def _translate(image, rows, cols):
+    """The whole (Hp, Wp) `image` resampled along both axes: `rows` and
+    `cols` are (lower, upper, w_lower, w_upper) from `_whole_axis` or
+    `_split_axis`, for Hp and Wp outputs. Returns (Hp, Wp)."""
     dtype = image.dtype
-    top, bottom, w_top, w_bottom = _whole_axis(dy, height)
-    left, right, w_left, w_right = _whole_axis(dx, width)
+    top, bottom, w_top, w_bottom = rows
+    left, right, w_left, w_right = cols
     # Row gathers go through a leading axis of 1: on the torch backend a
     # 2-D `take` along axis 0 becomes an embedding lookup, which has no
     # complex gradient.
     stack = image[None]
-    rows = ops.cast(w_top[:, None], dtype) * ops.take(stack, top, axis=1)[0]
-    rows += ops.cast(w_bottom[:, None], dtype) * ops.take(stack, bottom, axis=1)[0]
-    moved = ops.cast(w_left[None, :], dtype) * ops.take(rows, left, axis=1)
-    moved += ops.cast(w_right[None, :], dtype) * ops.take(rows, right, axis=1)
+    along_rows = ops.cast(w_top[:, None], dtype) * ops.take(stack, top, axis=1)[0]
+    along_rows += ops.cast(w_bottom[:, None], dtype) * ops.take(stack, bottom, axis=1)[0]
+    moved = ops.cast(w_left[None, :], dtype) * ops.take(along_rows, left, axis=1)
+    moved += ops.cast(w_right[None, :], dtype) * ops.take(along_rows, right, axis=1)
     return moved
 
 
@@ -92,7 +104,9 @@ def extract_patches_legacy(images, offsets, patch_size):
     def translate_one(args):
         x_k, y_k, b_k = args
         image = ops.take(padded, b_k, axis=0)
-        return _translate(image, x_k, y_k)[:patch_size, :patch_size]
+        height_p, width_p = ops.shape(image)
+        moved = _translate(image, _whole_axis(y_k, height_p), _whole_axis(x_k, width_p))
+        return moved[:patch_size, :patch_size]
 
     count = batch * groups
     if isinstance(count, int) and count == 0:
@@ -113,3 +127,60 @@ def extract_patches_legacy(images, offsets, patch_size):
         ops.transpose(patches, (0, 2, 3, 1)), finite
     )
 
+
+def place_patches_legacy(patches, offsets, image_shape):
+    """PtychoPINN's shift-and-sum, per patch: the adjoint of
+    `extract_patches_legacy`, and the reference for placement.
+
+    For each of the B*c patches, in b-major, c-minor order: put the patch
+    at the top-left of a zero canvas the size of the object padded by N//2,
+    translate the *whole* canvas by +offset with bilinear interpolation and
+    zero fill, cut the object out of it and add it in. O(H*W) work per
+    patch, one patch after another (`keras.ops.fori_loop`). Unlike
+    PtychoPINN's, the translation splits each offset into its integer part
+    and its fraction first, so its weights are exact wherever the canvas
+    pixel: it is the reference, and the exact adjoint of the vectorized
+    extraction.
+
+    Args:
+        patches: (B, N, N, c), real or complex.
+        offsets: (B, c, 2), [x, y] in object pixels.
+        image_shape: (Bi, H, W) static ints, Bi being 1 or B.
+
+    Returns:
+        (Bi, H, W) in the patches' dtype; a patch whose offset is not
+        finite adds nothing.
+    """
+    patches = ops.convert_to_tensor(patches)
+    num_images, height, width = image_shape
+    patch_size = ops.shape(patches)[1]
+    half = patch_size // 2
+    batch, groups = ops.shape(offsets)[0], ops.shape(offsets)[1]
+    x, y, finite = geometry.sanitize_offsets(
+        offsets, height, width, patch_size, "float32"
+    )
+    # Not a product with the mask: 0 * NaN would still be NaN.
+    patches = backends.current().where(
+        finite[:, None, None, :], patches, ops.zeros_like(patches)
+    )
+    pad = [[0, height + 2 * half - patch_size], [0, width + 2 * half - patch_size]]
+    x_floor, y_floor = ops.floor(x), ops.floor(y)
+    x_frac, y_frac = x - x_floor, y - y_floor
+    x_floor, y_floor = ops.cast(x_floor, "int32"), ops.cast(y_floor, "int32")
+    image_index = geometry.image_indices(batch, num_images)
+
+    def add_one(k, total):
+        b, j = k // groups, k % groups
+        canvas = ops.pad(ops.take(ops.take(patches, b, axis=0), j, axis=-1), pad)
+        # Translating by +offset samples the canvas at -offset (bilinear
+        # weights are symmetric in the shift): at -floor - 1 + (1 - frac).
+        rows = _split_axis(-y_floor[b, j] - 1, 1 - y_frac[b, j], height + 2 * half)
+        cols = _split_axis(-x_floor[b, j] - 1, 1 - x_frac[b, j], width + 2 * half)
+        moved = _translate(canvas, rows, cols)
+        moved = moved[half:half + height, half:half + width]
+        row = ops.take(image_index, b)
+        updated = ops.take(total, row, axis=0) + moved
+        return ops.slice_update(total, (row, 0, 0), updated[None])
+
+    total = ops.zeros(image_shape, patches.dtype)
+    return ops.fori_loop(0, batch * groups, add_one, total)

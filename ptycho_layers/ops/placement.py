@@ -30,10 +30,10 @@ def real_parts(values, dtype, coord):
     return [ops.cast(values, coord)]
 
 
-def _groups_first_geometry(height, width, x, y, patch_size, predicate):
+def _groups_first_geometry(height, width, x, y, finite, patch_size, predicate):
     """Window starts and blend weights with the groups first, materialised.
 
-    x, y: (b, c) sanitized offsets. Returns (x_start, y_start, row_w0,
+    x, y: (b, c) sanitized offsets; finite: (b, c) bool. Returns (x_start, y_start, row_w0,
     row_w1, col_w0, col_w1): (b, c) int32 starts and (b, c, N) weights.
 
     Behind a fusion boundary: fused into the loops over window entries, XLA
@@ -44,7 +44,9 @@ def _groups_first_geometry(height, width, x, y, patch_size, predicate):
     coord = standardize_dtype(x.dtype)
 
     def compute():
-        where = geometry.window_geometry(x, y, height, width, patch_size, coord)
+        where = geometry.window_geometry(
+            x, y, height, width, patch_size, coord, finite
+        )
         weights = [
             ops.transpose(where[k], (0, 2, 1))
             for k in ("row_w0", "row_w1", "col_w0", "col_w1")
@@ -95,7 +97,9 @@ def place_patches_batched(patches, offsets, image_shape):
 
     Returns:
         (Bi, H, W) in the patches' dtype. O(K*N^2) work, plus zeroing the
-        result.
+        result. A patch whose offset is not finite adds nothing (whatever
+        its values, NaN included); what falls outside the object is
+        dropped.
     """
     patches = ops.convert_to_tensor(patches)
     offsets = ops.convert_to_tensor(offsets)
@@ -107,7 +111,11 @@ def place_patches_batched(patches, offsets, image_shape):
         offsets, height, width, patch_size, coord
     )
     x_start, y_start, *weights = _groups_first_geometry(
-        height, width, x, y, patch_size, ops.all(finite)
+        height, width, x, y, finite, patch_size, ops.all(finite)
+    )
+    # Zero weights alone would leave 0 * NaN = NaN.
+    patches = backends.current().where(
+        finite[:, None, None, :], patches, ops.zeros_like(patches)
     )
     values = ops.transpose(patches, (0, 3, 1, 2))
     spread = [_spread(part, *weights) for part in real_parts(values, dtype, coord)]

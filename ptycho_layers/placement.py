@@ -1,0 +1,189 @@
+"""`place_patches` and `reassemble`: placement as plain functions.
+
+Placement is the exact adjoint of `extract_patches`, under the same
+convention: a patch of size N at offset [x, y] puts its entry [i, j] into
+the object at row y - N//2 + i, column x - N//2 + j, spread bilinearly over
+the (up to four) pixels it would have been sampled from; what falls outside
+the object is dropped.
+"""
+
+import functools
+
+import numpy as np
+from keras import ops
+from keras.src.backend import standardize_dtype
+
+from ptycho_layers import backends
+from ptycho_layers import ops as ops_lib
+from ptycho_layers import validation
+from ptycho_layers.ops import geometry
+
+__all__ = [
+    "place_patches",
+    "reassemble",
+    "prepare_patches",
+    "dispatch",
+    "cropped",
+    "normalized",
+]
+
+
+def prepare_patches(patches, offsets):
+    """Convert and check `patches` (B, N, N, c) and `offsets` (B, c, 2)."""
+    patches = ops.convert_to_tensor(patches)
+    offsets = ops.convert_to_tensor(offsets)
+    patches_shape = validation.check_patches_shape(patches.shape)
+    offsets_shape = validation.check_offsets_shape(offsets.shape)
+    validation.check_patches_match_offsets(patches_shape, offsets_shape)
+    return patches, offsets
+
+
+def dispatch(patches, offsets, image_shape, batched, per_row):
+    """Place checked patches into (1, H, W), or (B, H, W) per row."""
+    height, width = image_shape
+    if not batched:
+        count = ops.shape(patches)[0] if per_row else 1
+        return ops_lib.place_patches_legacy(patches, offsets, (count, height, width))
+    return _placement(height, width, per_row)(patches, offsets)
+
+
+@functools.lru_cache(maxsize=None)
+def _placement(height, width, per_row):
+    """Vectorized placement into H x W objects as this backend runs it,
+    with extraction as its gradient with respect to the patches."""
+
+    def place(patches, offsets):
+        count = ops.shape(patches)[0] if per_row else 1
+        return ops_lib.place_patches_batched(patches, offsets, (count, height, width))
+
+    def d_patches(patches, offsets, upstream):
+        return ops_lib.extract_patches_batched(upstream, offsets, ops.shape(patches)[1])
+
+    def d_offsets(patches, offsets, upstream):
+        # Re<U, place(p)> = Re<extract(U), p>: extraction's offsets
+        # gradient, the placed image's gradient U in the object's place.
+        return ops_lib.offsets_gradient(upstream, offsets, patches)
+
+    return backends.current().differentiable(place, (d_patches, d_offsets))
+
+
+def place_patches(patches, offsets, image_shape, batched=True, per_row=False):
+    """Add every patch into the object at its offset: the adjoint of
+    `extract_patches`.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras.ops import convert_to_numpy
+    >>> patches = np.ones((1, 2, 2, 1), "float32")
+    >>> convert_to_numpy(place_patches(patches, [[[2.0, 1.0]]], (3, 4)))[0]
+    array([[0., 1., 1., 0.],
+           [0., 1., 1., 0.],
+           [0., 0., 0., 0.]], dtype=float32)
+
+    Args:
+        patches: (B, N, N, c), real or complex: patch k of group b at
+            [b, :, :, k].
+        offsets: (B, c, 2), [x, y] in object pixels (x = column).
+        image_shape: (H, W) of the object.
+        batched: True for the vectorized path, False for PtychoPINN's
+            per-patch shift-and-sum (the reference, O(H*W) per patch).
+        per_row: False: every patch into one object, (1, H, W) (the adjoint
+            of extraction from one shared object). True: row b's c patches
+            into object b, (B, H, W) (the adjoint of extraction with one
+            object per row).
+
+    Returns:
+        (1, H, W) or (B, H, W) in the patches' dtype. Integer offsets give
+        plain slice-adds; a patch whose offset is not finite adds nothing.
+    """
+    image_shape = validation.check_image_shape(image_shape)
+    batched = validation.check_batched(batched)
+    per_row = validation.check_bool(per_row, "per_row")
+    patches, offsets = prepare_patches(patches, offsets)
+    return dispatch(patches, offsets, image_shape, batched, per_row)
+
+
+def _crop_mask(patch_size, crop, dtype):
+    """(N, N) ones on the central crop x crop of a patch (rows and columns
+    N//2 - crop//2 onwards), zeros elsewhere; all ones for crop None."""
+    mask = np.zeros((patch_size, patch_size), dtype)
+    crop = patch_size if crop is None else crop
+    start = patch_size // 2 - crop // 2
+    mask[start:start + crop, start:start + crop] = 1
+    return mask
+
+
+def cropped(patches, crop):
+    """(B, N, N, c) patches with zeros outside their central crop x crop
+    (as they are for crop None); non-finite values outside it too."""
+    if crop is None:
+        return patches
+    coord = geometry.coordinate_dtype(patches.dtype)
+    mask = _crop_mask(ops.shape(patches)[1], crop, coord)[None, :, :, None]
+    return backends.current().where(mask > 0, patches, ops.zeros_like(patches))
+
+
+def normalized(patches, offsets, image_shape, crop, batched, per_row, floor=None):
+    """place(cropped patches) / place(crop mask), and place(crop mask), the
+    coverage.
+
+    `floor` None: the average, 0 where no patch reaches; else
+    total / (floor + coverage), PtychoPINN's rule.
+    """
+    dtype = standardize_dtype(patches.dtype)
+    coord = geometry.coordinate_dtype(dtype)
+    mask = _crop_mask(ops.shape(patches)[1], crop, coord)[None, :, :, None]
+    masks = ops.zeros_like(ops.real(patches) if dtype in geometry.COMPLEX else patches)
+    masks = ops.cast(masks, coord) + mask
+    where = backends.current().where
+    total = dispatch(cropped(patches, crop), offsets, image_shape, batched, per_row)
+    coverage = dispatch(masks, offsets, image_shape, batched, per_row)
+    if floor is not None:
+        return total / ops.cast(floor + coverage, dtype), coverage
+    covered = coverage > 0
+    safe = ops.cast(where(covered, coverage, ops.ones_like(coverage)), dtype)
+    return where(covered, total / safe, ops.zeros_like(total)), coverage
+
+
+def reassemble(
+    patches, offsets, image_shape, crop=None, per_row=False,
+    return_coverage=False, batched=True,
+):
+    """Stitch patches into the object, averaging where they overlap.
+
+    place(patches * mask) / place(mask), `mask` being ones on the central
+    crop x crop of each patch (the whole patch for crop None); 0 where no
+    patch reaches.
+
+    Example:
+
+    >>> import numpy as np
+    >>> from keras.ops import convert_to_numpy
+    >>> patches = np.stack([np.full((2, 2), 1.0), np.full((2, 2), 3.0)], -1)
+    >>> offsets = [[[1.0, 1.0], [2.0, 1.0]]]   # overlapping in column 1
+    >>> image = reassemble(patches[None].astype("float32"), offsets, (2, 4))
+    >>> convert_to_numpy(image)[0]
+    array([[1., 2., 3., 0.],
+           [1., 2., 3., 0.]], dtype=float32)
+
+    Args:
+        patches, offsets, image_shape, per_row, batched: as for
+            `place_patches`.
+        crop: None, or the side of each patch's central square that counts.
+        return_coverage: also return place(mask), the sum of the weights
+            each object pixel received.
+
+    Returns:
+        (1, H, W) or (B, H, W) in the patches' dtype; with
+        `return_coverage`, (image, coverage), the coverage real, in the
+        coordinate dtype (float32, or float64 for 64-bit patches).
+    """
+    image_shape = validation.check_image_shape(image_shape)
+    batched = validation.check_batched(batched)
+    per_row = validation.check_bool(per_row, "per_row")
+    return_coverage = validation.check_bool(return_coverage, "return_coverage")
+    patches, offsets = prepare_patches(patches, offsets)
+    crop = validation.check_crop(crop, patches.shape[1])
+    image, coverage = normalized(patches, offsets, image_shape, crop, batched, per_row)
+    return (image, coverage) if return_coverage else image
