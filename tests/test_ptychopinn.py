@@ -1,11 +1,12 @@
-"""`get_image_patches`, the drop-in for PtychoPINN's function."""
+"""`get_image_patches` and `reassemble_position`, the drop-ins for
+PtychoPINN's functions."""
 
 import numpy as np
 import pytest
 from keras import ops
 
-from oracle import asymmetric_object, oracle_patches
-from ptycho_layers import PatchExtraction, get_image_patches
+from oracle import asymmetric_object, oracle_patches, oracle_place
+from ptycho_layers import PatchExtraction, get_image_patches, reassemble_position
 
 numpy = ops.convert_to_numpy
 
@@ -65,3 +66,70 @@ def test_bad_input():
         get_image_patches(image[None], global_offsets, local_offsets, 4, 2)
     with pytest.raises(ValueError, match=r"`N`.*Received: N=0"):
         get_image_patches(image, global_offsets, local_offsets, 0, 2)
+
+
+# ---------------------------------------------------------------------------
+# reassemble_position
+
+
+def upstream_rule(obj_tensor, global_offsets, M):
+    """PtychoPINN's reassemble_position, written from its description in
+    float64: the central crop (rows and columns N//2 - M//2 to
+    N//2 + M//2), offsets centred on their mean, a canvas of side
+    crop + 2 * pad with pad = ceil(max |centred|) made even, each crop
+    translated by its centred offset from the canvas's centre, the sum over
+    1e-9 + the same sum of ones."""
+    n, half = obj_tensor.shape[1], M // 2
+    crops = obj_tensor[:, n // 2 - half:n // 2 + half, n // 2 - half:n // 2 + half, 0]
+    offsets = global_offsets[:, 0, 0, :].astype(np.float64)
+    centred = offsets - offsets.mean(axis=0)
+    as_float32 = global_offsets[:, 0, 0, :].astype(np.float32)
+    pad = int(np.ceil(np.abs(as_float32 - as_float32.mean(axis=0)).max()))
+    pad += pad % 2
+    side = 2 * half + 2 * pad
+    # The crop's pixel (i, j) at canvas (pad + i + dy, pad + j + dx): a
+    # patch of size 2*half at [x, y] = centred + pad + half.
+    positions = (centred + pad + half)[:, None, :]
+    total = oracle_place(crops[..., None], positions, (side, side), per_row=False)
+    ones = oracle_place(np.ones_like(crops)[..., None], positions, (side, side), per_row=False)
+    return (total / (1e-9 + ones))[0, :, :, None]
+
+
+def scan(count, seed, grid=None):
+    rng = np.random.default_rng(seed)
+    offsets = rng.uniform(20, 60, (count, 1, 1, 2))
+    if grid:
+        offsets = np.round(offsets * grid) / grid
+    return offsets
+
+
+@pytest.mark.parametrize("M", [10, 8])
+def test_reassemble_position_follows_the_upstream_rule(M):
+    patches = asymmetric_object(16, 16, "complex64")[None, :, :, None] * np.ones((30, 1, 1, 1), "complex64")
+    patches = patches * np.exp(1j * np.arange(30))[:, None, None, None].astype("complex64")
+    offsets = scan(30, seed=M)
+    found = ops.convert_to_numpy(reassemble_position(patches, offsets, M=M))
+    expected = upstream_rule(patches, offsets, M)
+    assert found.shape == expected.shape and found.dtype == np.complex64
+    side = found.shape[0]
+    assert side % 2 == 0 and (side - 2 * (M // 2)) % 4 == 0  # the pad is even
+    np.testing.assert_allclose(found, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_reassemble_position_shift_and_sum_agrees_on_a_sixteenth_pixel_grid():
+    """Positions on a 1/16-pixel grid are exact in float32 too, so the
+    per-patch shift-and-sum and the vectorized path agree to rounding."""
+    patches = np.exp(1j * np.random.default_rng(1).uniform(-1, 1, (12, 12, 12, 1))).astype("complex64")
+    offsets = scan(12, seed=2, grid=16)
+    fast = ops.convert_to_numpy(reassemble_position(patches, offsets, M=8))
+    slow = ops.convert_to_numpy(reassemble_position(patches, offsets, M=8, batched=False))
+    np.testing.assert_allclose(fast, slow, rtol=0, atol=1e-5 * np.abs(fast).max())
+
+
+def test_reassemble_position_bad_input():
+    with pytest.raises(ValueError, match="obj_tensor"):
+        reassemble_position(np.zeros((3, 8, 8), "complex64"), np.zeros((3, 1, 1, 2)))
+    with pytest.raises(ValueError, match="global_offsets"):
+        reassemble_position(np.zeros((3, 8, 8, 1), "complex64"), np.zeros((3, 1, 2)))
+    with pytest.raises(ValueError, match="M"):
+        reassemble_position(np.zeros((3, 8, 8, 1), "complex64"), np.zeros((3, 1, 1, 2)), M=1)
