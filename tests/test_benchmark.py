@@ -16,10 +16,14 @@ from keras import ops
 
 from conftest import BACKEND, tensorflow_only
 from oracle import asymmetric_object, oracle_patches
+from oracle import oracle_place
 from ptycho_layers.benchmark import case as case_lib
 from ptycho_layers.benchmark import cli
 from ptycho_layers.benchmark import measure
 from ptycho_layers.benchmark import peers
+from ptycho_layers.benchmark import placement_rows
+from ptycho_layers.benchmark import placement_scaling
+from ptycho_layers.benchmark import report as report_lib
 from ptycho_layers.benchmark import rows as rows_lib
 from ptycho_layers.benchmark import scaling
 from ptycho_layers.benchmark.__main__ import _requested_backend
@@ -35,6 +39,17 @@ ROW_NAMES = [
     "output copy, ",
 ]
 TF_ONLY = {"crop_and_resize", "layer_xla"}
+PLACE_ROW_NAMES = [
+    "legacy shift-and-sum (batched=False",
+    "tf.tensor_scatter_nd_add",
+    "place_patches, eager",
+    "place_patches, ",
+    "reassemble(crop=None), ",
+    "patches copy, np.copyto",
+    "patches copy, ",
+    "object zeroing, keras.ops.zeros",
+]
+PLACE_TF_ONLY = {"scatter_nd", "place_xla"}
 
 
 def offsets_over(height, width, patch_size, groups=2, channels=4, seed=0):
@@ -86,6 +101,79 @@ def test_float64_reference_matches_oracle(dtype):
     np.testing.assert_allclose(ours, oracle_patches(image, offsets, 5), rtol=0, atol=1e-12)
 
 
+def random_patches(shape, dtype, seed=1):
+    rng = np.random.default_rng(seed)
+    values = rng.standard_normal(shape)
+    if np.dtype(dtype).kind == "c":
+        values = values + 1j * rng.standard_normal(shape)
+    return values.astype(dtype)
+
+
+def placement_offsets(height, width, patch_size):
+    """Offsets over every edge, and one not finite (its patch is dropped)."""
+    offsets = offsets_over(height, width, patch_size, groups=3).astype("float64")
+    offsets[2, 1] = [np.nan, 3.0]
+    return offsets
+
+
+@pytest.mark.parametrize("dtype", ["complex128", "float64"])
+def test_float64_reference_placement_matches_oracle(dtype):
+    offsets = placement_offsets(17, 23, 5)
+    patches = random_patches((3, 5, 5, 4), dtype)
+    patches[2, :, :, 1] = np.nan  # at the non-finite offset: dropped too
+    ours = peers.reference_placement(patches, offsets, (17, 23), groups_per_step=2)
+    assert ours.shape == (1, 17, 23) and ours.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(ours, oracle_place(patches, offsets, (17, 23)), rtol=0, atol=1e-12)
+
+
+def test_float64_placement_is_the_adjoint_of_extraction():
+    """Re<extract(x), p> = Re<x, place(p)>: the two float64 references,
+    written independently, are each other's adjoint."""
+    offsets = offsets_over(17, 23, 6, groups=3).astype("float64")
+    image = random_patches((1, 17, 23), "complex128", seed=2)
+    patches = random_patches((3, 6, 6, 4), "complex128", seed=3)
+    extracted = peers.reference_patches(image, offsets, 6, groups_per_step=2)
+    placed = peers.reference_placement(patches, offsets, (17, 23), groups_per_step=2)
+    left = np.vdot(extracted, patches).real
+    right = np.vdot(image, placed).real
+    assert abs(left) > 1  # not trivially zero
+    assert abs(left - right) <= 1e-10
+
+
+@tensorflow_only
+@pytest.mark.parametrize("dtype", ["complex64", "float64"])
+def test_scatter_nd_placement_matches_oracle(dtype):
+    offsets = offsets_over(19, 24, 7, groups=3)
+    patches = random_patches((3, 7, 7, 4), dtype)
+    placed = peers.scatter_nd_placement(
+        ops.convert_to_tensor(patches), ops.convert_to_tensor(offsets), (19, 24)
+    )
+    placed = ops.convert_to_numpy(placed)
+    assert placed.shape == (1, 19, 24) and placed.dtype == np.dtype(dtype)
+    np.testing.assert_allclose(placed, oracle_place(patches, offsets, (19, 24)), rtol=0, atol=1e-5)
+
+
+def test_placement_rows_are_checked_against_what_they_return():
+    case = case_lib.make_case(6, 2, 4, 16, 16, "complex64")
+    settings = rows_lib.RowSettings(legacy_patches=8)
+    ids = ["place_legacy", "reassemble", "copy_numpy", "zero_object"]
+    legacy, average, copy, zeros = placement_rows.build_rows(case, ids, settings)
+    assert legacy.patches == 8 and legacy.scale == 3.0
+    assert "8 of 24 patches" in legacy.label
+    # The subset's placement, not the whole case's.
+    reference, float64 = legacy.expected()
+    rows = legacy.patches // case.offsets.shape[1]
+    subset = placement_rows.case_patches(case)[:rows]
+    np.testing.assert_allclose(float64, oracle_place(subset, case.offsets[:rows], (16, 16)), atol=1e-12)
+    np.testing.assert_allclose(ops.convert_to_numpy(legacy.fn()), reference, atol=1e-5)
+    reference, float64 = average.expected()
+    np.testing.assert_allclose(ops.convert_to_numpy(average.fn()), reference, atol=1e-5)
+    np.testing.assert_allclose(reference, float64, atol=1e-5)
+    np.testing.assert_array_equal(copy.fn(), copy.expected()[0])
+    assert copy.expected()[1] is None
+    assert ops.convert_to_numpy(zeros.fn()).shape == (1, 16, 16)
+
+
 def test_a_wrong_row_is_flagged_and_not_timed():
     case = case_lib.make_case(2, 2, 4, 12, 12, "complex64")
     reference = oracle_patches(case.images, case.offsets, 4).astype("complex64")
@@ -122,6 +210,13 @@ def test_object_size_parsing_and_row_selection():
         cli.parse_args(["--rows", "legacy,nonsense"])
     with pytest.raises(SystemExit):
         cli.parse_args(["--object-size", "3x4x5"])
+    assert cli.parse_args([]).rows == list(rows_lib.ROW_IDS)
+    place = cli.parse_args(["--operator", "place"])
+    assert place.rows == list(placement_rows.ROW_IDS)
+    place = cli.parse_args(["--operator", "place", "--rows", "zero_object,place_xla"])
+    assert place.rows == ["zero_object", "place_xla"]
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--operator", "place", "--rows", "layer_eager"])
 
 
 def test_backend_flag():
@@ -147,6 +242,39 @@ def test_scaling_and_gradient_report():
     for point in gradient["points"]:
         assert point["forward_s"] > 0 and point["forward_backward_s"] > 0
         assert math.isfinite(point["ratio"])
+
+
+def test_placement_scaling_and_gradient_report():
+    config = {"groups": 2, "gridsize": 1, "patch_size": 4, "dtype": "complex64", "seed": 0}
+    sizes = (12, 24)
+    forward, zeroing = placement_scaling.object_size_scaling(
+        config, sizes, repeats=1, modes=["eager"]
+    )
+    (entry,) = forward.values()
+    assert all(s > 0 and math.isfinite(s) for s in entry["seconds"])
+    assert entry["ratio"] == entry["seconds"][1] / entry["seconds"][0]
+    assert all(s > 0 for s in zeroing["seconds"])
+    net = [s - z for s, z in zip(entry["seconds"], zeroing["seconds"])]
+    assert entry["net_seconds"] == net
+    gradient = placement_scaling.gradient_cost(config, sizes[:1], repeats=1)
+    (point,) = gradient["points"]
+    assert point["object"] == 12 and point["forward_backward_s"] > 0
+    gradient["points"] *= 2  # a column per size, for the table
+    report = {"operator": "place", "sizes": list(sizes), "object_sizes": forward,
+              "zeroing": zeroing, "gradient": gradient}
+    table = report_lib.scaling_table(report)
+    assert "place_patches - zeroing s, eager" in table
+    assert "object zeroing s" in table and "(d/d patches)" in table
+
+
+def test_placement_sweep():
+    config = {"groups": 2, "gridsize": 1, "patch_size": 4, "dtype": "complex64",
+              "seed": 0, "height": 12, "width": 12}
+    result = scaling.sweep(config, [1, 2], [10], 1, rows_lib.RowSettings(),
+                           ids=("place_eager",), build=placement_scaling.sweep_rows)
+    assert [k for k, _ in result["k"]["place_eager"]] == [1, 2]
+    assert [e for e, _ in result["object"]["place_eager"]] == [10]
+    assert result["labels"]["place_eager"] == "place_patches, eager"
 
 
 def test_sweep_and_plot(tmp_path):
@@ -197,6 +325,36 @@ def _check_report(report, stdout):
     assert report["reference_error"] < 1e-5
 
 
+def _check_place_report(report, stdout):
+    rows = {row["id"]: row for row in report["rows"]}
+    assert list(rows) == list(placement_rows.ROW_IDS)
+    for row_id, row in rows.items():
+        if BACKEND != "tensorflow" and row_id in PLACE_TF_ONLY:
+            assert row["status"] == "skipped", row
+            assert row["reason"] in stdout
+            continue
+        if BACKEND == "torch" and row_id == "place_graph" and row["status"] == "failed":
+            assert row["reason"].startswith("n/a")
+            continue
+        assert row["status"] == "ok", row
+        assert row["times_s"] and all(t > 0 and math.isfinite(t) for t in row["times_s"])
+        assert row["patches_per_s"] == pytest.approx(report["config"]["patches"] / row["median_s"])
+        assert row["max_error"] <= report["tolerance"]
+        assert row["ratio_copy"] > 0 and row["ratio_best_layer"] > 0
+        has_f64 = row_id not in ("copy_numpy", "copy_backend", "zero_object")
+        assert (row["max_error_f64"] is not None) == has_f64
+    assert rows["copy_numpy"]["ratio_copy"] == 1
+    layer = [rows[i]["ratio_best_layer"] for i in placement_rows.LAYER_MODES
+             if rows[i]["status"] == "ok"]
+    assert min(layer) == 1
+    for name in PLACE_ROW_NAMES:
+        assert name in stdout or (name.startswith("tf.") and BACKEND != "tensorflow"), name
+    assert "placed into one 48x48 complex64 object" in stdout
+    assert report["config"]["operator"] == "place"
+    assert report["patches_bytes"] == 16 * 16 * 16 * 8
+    assert report["reference_error"] < 1e-2 * report["tolerance"]
+
+
 def test_main_in_process(tmp_path, capsys):
     path = tmp_path / "out.json"
     status = cli.main(["--quick", "--repeats", "1", "--memory", "analytic",
@@ -205,16 +363,27 @@ def test_main_in_process(tmp_path, capsys):
     _check_report(json.loads(path.read_text()), capsys.readouterr().out)
 
 
+def test_place_main_in_process(tmp_path, capsys):
+    path = tmp_path / "out.json"
+    status = cli.main(["--operator", "place", "--quick", "--repeats", "1",
+                       "--memory", "analytic", "--no-progress", "--json", str(path)])
+    assert status == 0
+    _check_place_report(json.loads(path.read_text()), capsys.readouterr().out)
+
+
 @pytest.mark.slow
-def test_command_line_quick_run(tmp_path):
+@pytest.mark.parametrize("operator", ["extract", "place"])
+def test_command_line_quick_run(tmp_path, operator):
     path = tmp_path / "out.json"
     env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run(
-        [sys.executable, "-m", "ptycho_layers.benchmark", "--quick", "--json", str(path)],
+        [sys.executable, "-m", "ptycho_layers.benchmark", "--quick",
+         "--operator", operator, "--json", str(path)],
         env=env, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    _check_report(json.loads(path.read_text()), done.stdout)
+    check = _check_place_report if operator == "place" else _check_report
+    check(json.loads(path.read_text()), done.stdout)
 
 
 @pytest.mark.slow

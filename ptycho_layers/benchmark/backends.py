@@ -175,21 +175,23 @@ def native_copy_label():
 
 
 def value_and_grad(loss_fn, mode):
-    """(object, offsets) -> (loss, d loss / d object), compiled for `mode`.
+    """(x, offsets) -> (loss, d loss / d x), compiled for `mode`.
 
     Args:
-        loss_fn: (object (1, H, W), offsets (B, c, 2)) -> real scalar.
+        loss_fn: (x, offsets (B, c, 2)) -> real scalar; x is the object
+            (1, H, W) for extraction, the patches (B, N, N, c) for
+            placement.
         mode: a compile mode; torch always runs eager (autograd).
     """
     backend = name()
     if backend == "tensorflow":
         import tensorflow as tf
 
-        def step(image, offsets):
+        def step(x, offsets):
             with tf.GradientTape() as tape:
-                tape.watch(image)
-                loss = loss_fn(image, offsets)
-            return loss, tf.convert_to_tensor(tape.gradient(loss, image))
+                tape.watch(x)
+                loss = loss_fn(x, offsets)
+            return loss, tf.convert_to_tensor(tape.gradient(loss, x))
 
         return compile_fn(step, mode)
     if backend == "jax":
@@ -197,11 +199,11 @@ def value_and_grad(loss_fn, mode):
 
         return compile_fn(jax.value_and_grad(loss_fn), mode)
 
-    def torch_step(image, offsets):
-        image = image.detach().requires_grad_(True)
-        loss = loss_fn(image, offsets)
+    def torch_step(x, offsets):
+        x = x.detach().requires_grad_(True)
+        loss = loss_fn(x, offsets)
         loss.backward()
-        return loss.detach(), image.grad
+        return loss.detach(), x.grad
 
     return torch_step
 

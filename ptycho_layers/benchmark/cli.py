@@ -1,6 +1,7 @@
 """Command line of ``python -m ptycho_layers.benchmark``: its arguments, and
 ``main``, which runs the table and the reports, prints them and writes the
-JSON file."""
+JSON file. ``--operator`` picks the table: extraction (the default) or
+placement."""
 
 import argparse
 import json
@@ -9,6 +10,7 @@ import sys
 from ptycho_layers.benchmark import backends
 from ptycho_layers.benchmark import case as case_lib
 from ptycho_layers.benchmark import measure
+from ptycho_layers.benchmark import placement_scaling
 from ptycho_layers.benchmark import report as report_lib
 from ptycho_layers.benchmark import rows as rows_lib
 from ptycho_layers.benchmark import scaling
@@ -52,20 +54,35 @@ def _object_size(text):
 
 def _row_ids(text):
     ids = [i.strip() for i in text.split(",") if i.strip()]
-    unknown = sorted(set(ids) - set(rows_lib.ROW_IDS))
-    if unknown or not ids:
-        raise argparse.ArgumentTypeError(
-            f"unknown rows {unknown}; choose from {', '.join(rows_lib.ROW_IDS)}"
-        )
+    if not ids:
+        raise argparse.ArgumentTypeError("expected comma-separated row ids")
     return ids
+
+
+def _check_rows(parser, args):
+    """Default `args.rows` to every row of the operator's table; reject ids
+    that are not in it."""
+    known = measure.OPERATORS[args.operator].ROW_IDS
+    if args.rows is None:
+        args.rows = list(known)
+    unknown = sorted(set(args.rows) - set(known))
+    if unknown:
+        parser.error(
+            f"argument --rows: unknown rows {unknown} for --operator "
+            f"{args.operator}; choose from {', '.join(known)}"
+        )
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         prog="python -m ptycho_layers.benchmark",
-        description="Time patch extraction: this layer against its peers.",
+        description="Time patch extraction (or placement): this layer "
+        "against its peers.",
     )
     add = parser.add_argument
+    add("--operator", choices=sorted(measure.OPERATORS), default="extract",
+        help="extract: extract_patches (default); place: its adjoint, "
+        "place_patches, placing the case's patches into the object")
     add("--groups", type=int, help="B, rows of offsets (default 256)")
     add("--gridsize", type=int, help="patches per group = gridsize**2 (default 2)")
     add("--patch-size", type=int, help="N (default 64)")
@@ -77,13 +94,15 @@ def parse_args(argv=None):
         help="tiny case, 2 repeats, estimated memory (smoke test)")
     add("--backend", choices=["tensorflow", "jax", "torch"],
         help="Keras backend (re-runs in a fresh interpreter if needed)")
-    add("--rows", type=_row_ids, default=list(rows_lib.ROW_IDS),
-        help="comma-separated rows: " + ",".join(rows_lib.ROW_IDS))
+    add("--rows", type=_row_ids,
+        help="comma-separated rows; extract: " + ",".join(rows_lib.ROW_IDS)
+        + "; place: " + ",".join(measure.OPERATORS["place"].ROW_IDS))
     add("--json", metavar="FILE", help="write every number and the machine to FILE")
     add("--plot", metavar="FILE.png",
         help="sweep K and object size; plot time (needs matplotlib)")
     add("--scaling", action="store_true",
-        help="also report object 392 vs 2048 and backward vs forward")
+        help="also report object 392 vs 2048 and backward vs forward "
+        "(place: also with the zeroing of the object subtracted)")
     add("--memory", choices=["subprocess", "analytic"],
         help="measure peak RSS per row in a fresh subprocess (default; "
         "--quick: analytic), or only give the analytic estimate")
@@ -106,6 +125,7 @@ def parse_args(argv=None):
         parser.error(f"argument --object-size: {error}")
     if min(args.groups, args.gridsize, args.patch_size, args.repeats) < 1:
         parser.error("--groups, --gridsize, --patch-size and --repeats must be >= 1")
+    _check_rows(parser, args)
     return args
 
 
@@ -123,6 +143,7 @@ def _config(args):
         "seed": args.seed,
         "backend": backends.name(),
         "memory": args.memory,
+        "operator": args.operator,
     }
 
 
@@ -131,7 +152,7 @@ def _settings(args):
         legacy_patches=args.legacy_patches,
         tiled_budget=args.tiled_budget_mb << 20,
     )
-    if backends.name() == "torch":
+    if backends.name() == "torch" and args.operator == "extract":
         # Keras's torch affine_transform samples each image through a
         # Python-level map_coordinates, two orders of magnitude slower than
         # TensorFlow's kernel: both translate peers time a few patches.
@@ -152,8 +173,8 @@ def _memory_probe(args):
     """Hidden mode (``--memory-probe``): one row's peak memory, for
     `measure.measure_memory` in the parent process."""
     case = _make_case(_config(args))
-    (row,) = rows_lib.build_rows(case, args.rows[:1], _settings(args))
-    return measure.memory_probe(case, row)
+    (row,) = measure.build_rows(args.operator, case, args.rows[:1], _settings(args))
+    return measure.memory_probe(row)
 
 
 # ---------------------------------------------------------------- main
@@ -162,11 +183,14 @@ def _memory_probe(args):
 def _scaling_report(args, config):
     sizes = (48, 96) if args.quick else (392, 2048)
     progress = timing.Progress(0, enabled=not args.no_progress)
-    report = {
-        "sizes": list(sizes),
-        "object_sizes": scaling.object_size_scaling(config, sizes, args.repeats, progress),
-        "gradient": scaling.gradient_cost(config, sizes, args.repeats, progress),
-    }
+    report = {"operator": args.operator, "sizes": list(sizes)}
+    if args.operator == "place":
+        report.update(placement_scaling.report(config, sizes, args.repeats, progress))
+    else:
+        report["object_sizes"] = scaling.object_size_scaling(
+            config, sizes, args.repeats, progress
+        )
+        report["gradient"] = scaling.gradient_cost(config, sizes, args.repeats, progress)
     progress.close()
     return report
 
@@ -177,8 +201,13 @@ def _sweep(args, config):
     extents = (32, 48, 96) if args.quick else (128, 392, 1024, 2048)
     backends.quiet_retracing()
     progress = timing.Progress(0, enabled=not args.no_progress)
+    if args.operator == "place":
+        options = {"ids": placement_scaling.SWEEP_IDS,
+                   "build": placement_scaling.sweep_rows}
+    else:
+        options = {}
     result = scaling.sweep(config, group_counts, extents, min(args.repeats, 2),
-                           _settings(args), progress)
+                           _settings(args), progress, **options)
     progress.close()
     return result
 
@@ -205,8 +234,9 @@ def main(argv=None):
         print(report_lib.scaling_table(report["scaling"]))
     if args.plot:
         report["sweep"] = _sweep(args, config)
+        operator = "placement, " if args.operator == "place" else ""
         scaling.plot(report["sweep"], args.plot,
-                     f"{config['backend']}, N={config['patch_size']}, "
+                     f"{operator}{config['backend']}, N={config['patch_size']}, "
                      f"{config['dtype']}, {timing.machine_info()['cpu_model']}")
         print(f"\nplot written to {args.plot}")
     if args.json:

@@ -1,8 +1,11 @@
-"""The algorithms this layer is measured against, and a float64 reference.
+"""The algorithms this layer is measured against, and float64 references.
 
-All take `images` (1, H, W) and `offsets` (B, c, 2) [x, y] and return
-(B, N, N, c), the project's convention: patch[i, j] samples the
+Extraction peers take `images` (1, H, W) and `offsets` (B, c, 2) [x, y]
+and return (B, N, N, c), the project's convention: patch[i, j] samples the
 zero-extended object bilinearly at row y - N//2 + i, column x - N//2 + j.
+Placement peers take (B, N, N, c) patches, the offsets and (H, W), and add
+patch[i, j] into the object at that same point, spread over its four
+pixels with the same weights; what falls outside is dropped.
 """
 
 import numpy as np
@@ -16,6 +19,8 @@ __all__ = [
     "tiled_chunk",
     "crop_and_resize",
     "reference_patches",
+    "scatter_nd_placement",
+    "reference_placement",
 ]
 
 _COMPLEX = ("complex64", "complex128")
@@ -191,3 +196,99 @@ def reference_patches(images, offsets, patch_size, groups_per_step=64):
     if not pieces:
         return np.zeros((0, patch_size, patch_size, offsets.shape[1]), kind)
     return np.concatenate(pieces, axis=0)
+
+
+def _bilinear_corners(rows, cols, floor):
+    """The four pixels each patch entry is spread over, and their weights.
+
+    rows, cols: (b, c, N) float positions of the patches' rows and columns;
+    `floor` the array library's floor. Yields (row, col, weight) for each
+    neighbour: its pixel row (b, c, N, 1) and column (b, c, 1, N), still
+    floats, and its weight (b, c, N, N) for entry (i, j)."""
+    r0, c0 = floor(rows), floor(cols)
+    fr, fc = rows - r0, cols - c0
+    for dr, wr in ((0, 1 - fr), (1, fr)):
+        for dc, wc in ((0, 1 - fc), (1, fc)):
+            weight = wr[..., :, None] * wc[..., None, :]
+            yield (r0 + dr)[..., :, None], (c0 + dc)[..., None, :], weight
+
+
+def scatter_nd_placement(patches, offsets, image_shape):
+    """Placement by TensorFlow's `tensor_scatter_nd_add`, the direct way.
+
+    Every patch value becomes four updates of the flattened object, one per
+    bilinear neighbour, with their flat indices: 4 K N^2 (index, value)
+    pairs, scattered in one call. A neighbour outside the object gets
+    weight 0 at a clamped index (out-of-range indices are an error on CPU).
+    Weights are computed in the offsets' precision.
+
+    Args:
+        patches: (B, N, N, c) TensorFlow tensor, real or complex.
+        offsets: (B, c, 2), [x, y].
+        image_shape: (H, W).
+
+    Returns:
+        (1, H, W) in the patches' dtype.
+    """
+    import tensorflow as tf
+
+    height, width = image_shape
+    offsets = tf.convert_to_tensor(offsets)
+    size = patches.shape[1]
+    steps = tf.range(size, dtype=offsets.dtype) - size // 2
+    rows = offsets[..., 1, None] + steps  # (B, c, N)
+    cols = offsets[..., 0, None] + steps
+    values = tf.transpose(patches, (0, 3, 1, 2))  # (B, c, N, N)
+    indices, updates = [], []
+    for row, col, weight in _bilinear_corners(rows, cols, tf.floor):
+        row, col = tf.cast(row, tf.int32), tf.cast(col, tf.int32)
+        inside = (row >= 0) & (row < height) & (col >= 0) & (col < width)
+        weight = tf.where(inside, weight, tf.zeros_like(weight))
+        flat = (tf.clip_by_value(row, 0, height - 1) * width
+                + tf.clip_by_value(col, 0, width - 1))
+        indices.append(flat)
+        updates.append(values * tf.cast(weight, patches.dtype))
+    total = tf.tensor_scatter_nd_add(
+        tf.zeros((height * width,), patches.dtype),
+        tf.reshape(tf.stack(indices), (-1, 1)),
+        tf.reshape(tf.stack(updates), (-1,)),
+    )
+    return tf.reshape(total, (1, height, width))
+
+
+def reference_placement(patches, offsets, image_shape, groups_per_step=64):
+    """Float64 numpy placement, by the convention's formula: every patch
+    value added into its four pixels with bilinear weights (`np.add.at`)
+    of a zero-extended object; what falls outside is dropped, and so is a
+    patch whose offset is not finite.
+
+    Args:
+        patches: (B, N, N, c) numpy array.
+        offsets: (B, c, 2) numpy array.
+        image_shape: (H, W).
+        groups_per_step: rows of offsets done at a time (bounds memory).
+
+    Returns:
+        (1, H, W), complex128 for complex patches, else float64.
+    """
+    patches = np.asarray(patches)
+    kind = np.complex128 if np.iscomplexobj(patches) else np.float64
+    height, width = image_shape
+    size = patches.shape[1]
+    steps = np.arange(size) - size // 2
+    total = np.zeros(height * width, kind)
+    offsets = np.asarray(offsets, np.float64)
+    for start in range(0, offsets.shape[0], groups_per_step):
+        part = offsets[start : start + groups_per_step]
+        finite = np.all(np.isfinite(part), axis=-1)  # (b, c)
+        part = np.where(finite[..., None], part, 0.0)
+        chunk = patches[start : start + groups_per_step].astype(kind)
+        values = np.transpose(chunk, (0, 3, 1, 2))  # (b, c, N, N)
+        rows = part[..., 1, None] + steps
+        cols = part[..., 0, None] + steps
+        for row, col, weight in _bilinear_corners(rows, cols, np.floor):
+            row, col = row.astype(np.int64), col.astype(np.int64)
+            keep = (finite[..., None, None] & (row >= 0) & (row < height)
+                    & (col >= 0) & (col < width))
+            np.add.at(total, (row * width + col)[keep], (weight * values)[keep])
+    return total.reshape(1, height, width)

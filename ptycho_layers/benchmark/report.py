@@ -88,13 +88,27 @@ def notes(report):
     backend_version = versions.get(
         {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[config["backend"]]
     )
+    place = config.get("operator") == "place"
+    lines = _placement_notes(report) if place else _extraction_notes(report)
+    return lines + [
+        f"{machine['cpu_model']}, {machine['cpu_count']} CPUs "
+        f"({machine['cpus_usable']} usable); python {machine['python']}, "
+        f"keras {versions['keras']}, {config['backend']} {backend_version}.",
+    ]
+
+
+def _timing_note(config):
+    return (f"median of {config['repeats']} calls after 1 warm-up; scaled rows "
+            "time a subset and multiply by K / subset.")
+
+
+def _extraction_notes(report):
+    config = report["config"]
     return [
         f"K = {config['groups']} x {config['gridsize']}**2 = {config['patches']} "
         f"patches of {config['patch_size']}x{config['patch_size']} from a "
         f"{config['height']}x{config['width']} {config['dtype']} object; offsets "
-        f"uniform over the object (seed {config['seed']}); median of "
-        f"{config['repeats']} calls after 1 warm-up; scaled rows time a subset "
-        "and multiply by K / subset.",
+        f"uniform over the object (seed {config['seed']}); " + _timing_note(config),
         "vs layer best: median / fastest 'this layer' row; vs copy: median / "
         "np.copyto of an output-sized array (the memory-bandwidth floor).",
         f"peak RSS: {report['memory_method']}. XLA temp: this layer's "
@@ -106,25 +120,69 @@ def notes(report):
         f"{report['tolerance']:.1e}; rows above it are not timed). err vs "
         "f64: against a float64 numpy evaluation of the convention; this "
         f"layer, eager, vs it: {report['reference_error']:.1e}.",
-        f"{machine['cpu_model']}, {machine['cpu_count']} CPUs "
-        f"({machine['cpus_usable']} usable); python {machine['python']}, "
-        f"keras {versions['keras']}, {config['backend']} {backend_version}.",
+    ]
+
+
+def _placement_notes(report):
+    config = report["config"]
+    size = config["patch_size"]
+    return [
+        f"K = {config['groups']} x {config['gridsize']}**2 = {config['patches']} "
+        f"patches of {size}x{size} (the float64 reference extraction of the "
+        f"case) placed into one {config['height']}x{config['width']} "
+        f"{config['dtype']} object; offsets uniform over the object (seed "
+        f"{config['seed']}); " + _timing_note(config),
+        "vs layer best: median / fastest place_patches row; vs copy: median / "
+        "np.copyto of a patches-sized array (the memory-bandwidth floor).",
+        f"peak RSS: {report['memory_method']}. XLA temp: place_patches's "
+        "working memory beyond its inputs and output, from XLA's buffer "
+        "assignment of the compiled forward pass (patches: "
+        f"{_bytes(report['patches_bytes'])}, target <= 1x; object: "
+        f"{_bytes(report['output_bytes'])}). est. mem: analytic estimate of "
+        "each row's working memory (computed, not measured).",
+        "err vs layer: max |row - place_patches, eager| (tolerance "
+        f"{report['tolerance']:.1e}, 1e-3 of the placed object's largest "
+        "value; rows above it are not timed): a scaled row on its subset's "
+        "placement, reassemble against reassemble eager, copies against "
+        "their source, zeroing against zeros. err vs f64: against a float64 "
+        "numpy placement (np.add.at); place_patches, eager, vs it: "
+        f"{report['reference_error']:.1e}.",
+        "object zeroing: the cost of the fresh object every placement fills; "
+        "--scaling reports placement at 392 vs 2048 with it subtracted.",
     ]
 
 
 def scaling_table(report):
     size_result, grad = report["object_sizes"], report["gradient"]
     sizes = report["sizes"]
+    place = report.get("operator") == "place"
+    name = "place_patches s" if place else "this layer forward s"
     headers = ["measure"] + [f"object {s}" for s in sizes] + ["ratio", "target"]
+    size_target = f"<= {scaling.SIZE_TARGET}x"
     body = []
     for mode, entry in size_result.items():
-        body.append([f"this layer forward s, {mode}"]
+        if "failed" in entry:
+            body.append([f"{name}, {mode}", entry["failed"]]
+                        + ["-"] * (len(sizes) - 1) + ["-", ""])
+            continue
+        body.append([f"{name}, {mode}"]
                     + [_seconds(s) for s in entry["seconds"]]
-                    + [_ratio(entry["ratio"]), f"<= {scaling.SIZE_TARGET}x"])
+                    + [_ratio(entry["ratio"]), "" if place else size_target])
+    if place:
+        zeroing = report["zeroing"]
+        body.append([f"object zeroing s, {zeroing['label']}"]
+                    + [_seconds(s) for s in zeroing["seconds"]]
+                    + [_ratio(zeroing["ratio"]), ""])
+        for mode, entry in size_result.items():
+            if "failed" not in entry:
+                body.append([f"place_patches - zeroing s, {mode}"]
+                            + [_seconds(s) for s in entry["net_seconds"]]
+                            + [_ratio(entry["net_ratio"]), size_target])
     points = grad["points"]
-    for key, name in (("forward_s", "loss forward s"),
-                      ("forward_backward_s", "loss forward+backward s")):
-        body.append([f"{name}, {grad['mode']}"]
+    wrt = " (d/d patches)" if place else ""
+    for key, label in (("forward_s", "loss forward s"),
+                       ("forward_backward_s", f"loss forward+backward{wrt} s")):
+        body.append([f"{label}, {grad['mode']}"]
                     + [_seconds(p[key]) for p in points] + ["", ""])
     body.append([f"backward / forward, {grad['mode']}"]
                 + [_ratio(p["ratio"]) for p in points]

@@ -15,6 +15,7 @@ from ptycho_layers.functional import extract_patches
 from ptycho_layers.benchmark import backends
 from ptycho_layers.benchmark import case as case_lib
 from ptycho_layers.benchmark import peers
+from ptycho_layers.benchmark import working_memory
 
 __all__ = [
     "ROW_IDS",
@@ -23,6 +24,7 @@ __all__ = [
     "RowSettings",
     "build_rows",
     "max_error",
+    "subset_note",
 ]
 
 ROW_IDS = (
@@ -40,14 +42,17 @@ LAYER_MODES = {"layer_eager": "eager", "layer_graph": "graph", "layer_xla": "xla
 _GIB = 1 << 30
 
 
-
 @dataclasses.dataclass
 class Row:
     """A row of the table.
 
-    fn: () -> patches for `patches` patches (None if skipped); scale: K
-    divided by `patches` (the time is multiplied by it); estimate: analytic
-    working memory in bytes; skip: why the row does not run.
+    fn: () -> the row's output for `patches` patches (None if skipped);
+    scale: K divided by `patches` (the time is multiplied by it); estimate:
+    analytic working memory in bytes; skip: why the row does not run;
+    expected: None, or () -> (reference, float64 or None), what this row's
+    output is checked against instead of the table's (a subset, a copy);
+    temp: None, or () -> the XLA temp bytes of the row's compiled program
+    (None where they cannot be read), asked after the row has run.
     """
 
     id: str
@@ -57,6 +62,8 @@ class Row:
     scale: float = 1.0
     estimate: Optional[int] = None
     skip: Optional[str] = None
+    expected: Optional[Callable] = None
+    temp: Optional[Callable] = None
 
 
 @dataclasses.dataclass
@@ -81,11 +88,11 @@ def _tensors(case):
     return backends.to_tensor(case.images), backends.to_tensor(case.offsets)
 
 
-def _subset_note(part, case):
+def subset_note(part, case):
+    """The label's note for a row timed on `part`, a subset of `case`."""
     if part.count == case.count:
         return ""
     return f", timed on {part.count} of {case.count} patches, x{case.count / part.count:.0f}"
-
 
 
 def _legacy(case, settings, reference):
@@ -99,7 +106,7 @@ def _legacy(case, settings, reference):
     padded = case_lib.padded_object_bytes(case, size // 2)
     return Row(
         "legacy",
-        f"legacy (batched=False, {backends.mode_label(mode)}{_subset_note(part, case)})",
+        f"legacy (batched=False, {backends.mode_label(mode)}{subset_note(part, case)})",
         lambda: fn(images, offsets),
         patches=part.count,
         scale=case.count / part.count,
@@ -125,7 +132,7 @@ def _tiled(case, settings, reference):
     return Row(
         "tiled",
         f"tiled batch (affine_transform, chunks of {chunk}, "
-        f"{backends.mode_label(mode)}{_subset_note(part, case)})",
+        f"{backends.mode_label(mode)}{subset_note(part, case)})",
         lambda: fn(images, offsets),
         patches=part.count,
         scale=case.count / part.count,
@@ -178,6 +185,7 @@ def _layer(row_id):
             # The output, and the (N+1)^2 windows of the largest piece of
             # the batch, alive one piece at a time.
             estimate=case.output_bytes + largest * per_group,
+            temp=lambda: working_memory.compiled_temp_bytes(images, offsets, size),
         )
 
     return build

@@ -146,11 +146,12 @@ def _case(config, shape, groups=None):
 
 
 def sweep(config, group_counts, extents, repeats, settings, progress=None,
-          ids=SWEEP_IDS):
+          ids=SWEEP_IDS, build=None):
     """Median seconds (scaled to all K) of this layer and its peers over
     K (at the configured object) and over square object sizes (at the
     configured K). Outputs are not re-checked here: the main table checks
-    every row on the configured case.
+    every row on the configured case. `build(case, ids, settings)` makes
+    the rows (default: extraction's, `rows.build_rows`).
 
     Returns:
         {"k": {row id: [[K, s], ...]}, "object": {row id: [[size, s], ...]},
@@ -162,7 +163,7 @@ def sweep(config, group_counts, extents, repeats, settings, progress=None,
     points += [("object", config["groups"], (e, e)) for e in extents]
     for axis, groups, shape in points:
         case = _case(config, shape, groups)
-        for row in rows_lib.build_rows(case, ids, settings):
+        for row in (build or rows_lib.build_rows)(case, ids, settings):
             if row.skip:
                 continue
             x = case.count if axis == "k" else shape[0]

@@ -1,4 +1,5 @@
-"""The compiled forward pass's working memory, as XLA plans it.
+"""The compiled forward pass's working memory (extraction's or
+placement's), as XLA plans it.
 
 Peak RSS over a first call mixes the kernel's buffers with tracing and
 compiling, and later calls reuse pooled memory, so neither shows the
@@ -20,7 +21,12 @@ import re
 
 from ptycho_layers.benchmark import backends
 
-__all__ = ["dump_flags", "temp_from_dump", "compiled_temp_bytes"]
+__all__ = [
+    "dump_flags",
+    "temp_from_dump",
+    "compiled_temp_bytes",
+    "placement_temp_bytes",
+]
 
 _DUMP_ENV = "PTYCHO_LAYERS_XLA_DUMP"
 
@@ -47,15 +53,32 @@ def temp_from_dump(directory):
 
 
 def compiled_temp_bytes(images, offsets, patch_size):
-    """Working memory of the layer's compiled forward pass on these inputs,
+    """Working memory of the layer's compiled extraction on these inputs,
     in bytes, or None where it cannot be read (see the module docstring).
     On TensorFlow the pass must already have run in this process."""
+    from ptycho_layers import functional
+
+    return _temp_bytes(lambda: functional._extraction(patch_size), images, offsets)
+
+
+def placement_temp_bytes(patches, offsets, image_shape):
+    """As `compiled_temp_bytes`, for `place_patches` of (B, N, N, c)
+    `patches` into one (H, W) = `image_shape` object."""
+    from ptycho_layers import placement
+
+    height, width = image_shape
+    return _temp_bytes(
+        lambda: placement._placement(height, width, False), patches, offsets
+    )
+
+
+def _temp_bytes(compiled, *args):
+    """Temp bytes of `compiled()` (the backend's compiled function) on
+    `args`: from JAX's compiled program, or TensorFlow's dump."""
     backend = backends.name()
     if backend == "jax":
-        from ptycho_layers import functional
-
-        compiled = functional._extraction(patch_size).lower(images, offsets).compile()
-        analysis = compiled.memory_analysis()
+        program = compiled().lower(*args).compile()
+        analysis = program.memory_analysis()
         return None if analysis is None else int(analysis.temp_size_in_bytes)
     if backend == "tensorflow" and os.environ.get(_DUMP_ENV):
         return temp_from_dump(os.environ[_DUMP_ENV])
