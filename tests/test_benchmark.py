@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from conftest import BACKEND, tensorflow_only
+from conftest import BACKEND, requires, tensorflow_only
 from oracle import asymmetric_object, oracle_patches
 from ptycho_layers.benchmark import cli
 from ptycho_layers.benchmark import peers
@@ -147,8 +147,8 @@ def test_scaling_and_gradient_report():
         assert math.isfinite(point["ratio"])
 
 
+@requires("matplotlib")
 def test_sweep_and_plot(tmp_path):
-    pytest.importorskip("matplotlib")
     config = {"groups": 2, "gridsize": 1, "patch_size": 4, "dtype": "complex64",
               "seed": 0, "height": 12, "width": 12}
     settings = rows_lib.RowSettings(legacy_patches=1, tiled_full_bytes=0)
