@@ -1,4 +1,5 @@
-"""Every example runs (`--small`), exits 0 and writes the files it says.
+"""Every example runs (`--small`), exits 0, writes the files it says and
+prints none of TensorFlow's start-up log lines.
 
 The examples check their own numbers and exit non-zero when one is wrong:
 the quickstart that an integer offset's patch is the slice the convention
@@ -9,11 +10,14 @@ reconstruct that `model.fit` on the held, trainable object converges.
 
 Each example is a fresh Python process that imports Keras and its backend
 (seconds each), so all of them are started together when the first test
-of this file runs, and each test waits for its own.
+of this file runs, and each test waits for its own. They run as a user
+runs them: without `TF_CPP_MIN_LOG_LEVEL`, which the examples set
+themselves.
 """
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,11 +38,38 @@ EXAMPLES = {
     "ptychopinn_dropin": ([], []),
     "reconstruct": ([], ["reconstruct.png"]),
 }
-TENSORFLOW_ONLY = {"export_savedmodel"}
+BACKEND_ONLY = {
+    "export_savedmodel": ({"tensorflow"}, "exports a TensorFlow SavedModel: TensorFlow backend only"),
+}
+# A line of TensorFlow's C++ log (glog/absl style: severity, date, time,
+# thread, file:line]), and absl's notice that precedes the first ones.
+LOG_LINE = re.compile(r"^[IWEF]\d{4} ", re.MULTILINE)
+ABSL_NOTICE = "All log messages before absl::InitializeLog()"
 
 
 def runnable(name):
-    return name not in TENSORFLOW_ONLY or keras.backend.backend() == "tensorflow"
+    backends, _ = BACKEND_ONLY.get(name, (None, None))
+    return backends is None or keras.backend.backend() in backends
+
+
+def example_argv(name, out):
+    return ["--small", "--out", str(out)]
+
+
+def child_env():
+    """This process's environment as a user's shell has it: the backend
+    named and no TF_CPP_MIN_LOG_LEVEL (conftest sets it here; the examples
+    must quiet TensorFlow without it)."""
+    env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    return env
+
+
+def assert_no_log_lines(name, output):
+    for bad in ("cuInit", "E0000", ABSL_NOTICE):
+        assert bad not in output, f"{name}.py printed {bad!r}:\n{output[-3000:]}"
+    match = LOG_LINE.search(output)
+    assert match is None, f"{name}.py printed a C++ log line:\n{output[-3000:]}"
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +81,14 @@ def runs(request, tmp_path_factory):
         for item in request.session.items
         if getattr(item, "originalname", None) == "test_example_runs"
     }
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    env = child_env()
     started = {}
     for name in EXAMPLES:
         if name not in selected or not runnable(name):
             continue
         out = tmp_path_factory.mktemp(name)
         process = subprocess.Popen(
-            [sys.executable, str(EXAMPLES_DIR / f"{name}.py"), "--small", "--out", str(out)],
+            [sys.executable, str(EXAMPLES_DIR / f"{name}.py"), *example_argv(name, out)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -74,7 +105,7 @@ def runs(request, tmp_path_factory):
 @pytest.mark.parametrize("name", list(EXAMPLES))
 def test_example_runs(name, runs):
     if not runnable(name):
-        pytest.skip("exports a TensorFlow SavedModel: TensorFlow backend only")
+        pytest.skip(BACKEND_ONLY[name][1])
     process, out = runs[name]
     try:
         output, _ = process.communicate(timeout=TIMEOUT_S)
@@ -84,6 +115,7 @@ def test_example_runs(name, runs):
         pytest.fail(f"{name}.py --small ran past {TIMEOUT_S} s:\n{output[-3000:]}")
     assert process.returncode == 0, f"{name}.py --small failed:\n{output[-3000:]}"
     assert "backend:" in output  # it printed what it did
+    assert_no_log_lines(name, output)
 
     files, pngs = EXAMPLES[name]
     for file in files:
