@@ -6,7 +6,9 @@ the quickstart that an integer offset's patch is the slice the convention
 names; sequential_model that a saved and loaded model predicts exactly the
 same; export_savedmodel that the served SavedModel matches the Keras model;
 ptychopinn_dropin that `batched=True` matches PtychoPINN's per-patch loop;
-reconstruct that `model.fit` on the held, trainable object converges.
+reconstruct that `model.fit` on the held, trainable object converges;
+gpu_check that its "GPU" (the CPU here) matches the CPU and a float64
+oracle.
 
 Each example is a fresh Python process that imports Keras and its backend
 (seconds each), so all of them are started together when the first test
@@ -16,6 +18,7 @@ themselves.
 """
 
 import importlib.util
+import json
 import os
 import re
 import subprocess
@@ -37,9 +40,11 @@ EXAMPLES = {
     "export_savedmodel": (["patches_savedmodel/saved_model.pb"], []),
     "ptychopinn_dropin": ([], []),
     "reconstruct": ([], ["reconstruct.png"]),
+    "gpu_check": (["gpu_check.json"], []),
 }
 BACKEND_ONLY = {
     "export_savedmodel": ({"tensorflow"}, "exports a TensorFlow SavedModel: TensorFlow backend only"),
+    "gpu_check": ({"jax", "torch"}, "checks the JAX and PyTorch backends only"),
 }
 # A line of TensorFlow's C++ log (glog/absl style: severity, date, time,
 # thread, file:line]), and absl's notice that precedes the first ones.
@@ -53,13 +58,15 @@ def runnable(name):
 
 
 def example_argv(name, out):
+    if name == "gpu_check":  # writes its numbers to --json, not under --out
+        return ["--small", "--json", str(out / "gpu_check.json")]
     return ["--small", "--out", str(out)]
 
 
 def child_env():
     """This process's environment as a user's shell has it: the backend
-    named and no TF_CPP_MIN_LOG_LEVEL (conftest sets it here; the examples
-    must quiet TensorFlow without it)."""
+    named (gpu_check would choose JAX by itself) and no TF_CPP_MIN_LOG_LEVEL
+    (conftest sets it here; the examples must quiet TensorFlow without it)."""
     env = dict(os.environ, KERAS_BACKEND=keras.backend.backend())
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     return env
@@ -121,6 +128,8 @@ def test_example_runs(name, runs):
     for file in files:
         path = out / file
         assert path.is_file() and path.stat().st_size > 0, f"missing {path}"
+    if name == "gpu_check":
+        check_gpu_report(json.loads((out / "gpu_check.json").read_text()))
     if not HAS_MATPLOTLIB:
         assert "matplotlib is not installed" in output
         return
@@ -130,3 +139,55 @@ def test_example_runs(name, runs):
         head = path.read_bytes()[:8]
         assert head == PNG_SIGNATURE, f"{path} is not a PNG (starts {head!r})"
         assert path.stat().st_size > 1000  # an image, not just a header
+
+
+
+def check_gpu_report(report):
+    """gpu_check's JSON: it checked on this backend, with the CPU standing
+    in for the GPU (there is none here), within its own bound, and timed
+    both batch sizes."""
+    assert report["backend"] == keras.backend.backend()
+    assert report["cpu_stands_in_for_gpu"] is True
+    assert report["ok"] is True
+    assert report["gpu_vs_cpu"] == 0  # the same device, the same program
+    assert 0 <= report["gpu_vs_oracle"] <= 1e-6
+    sizes = report["sizes"]
+    patches = [groups * 4 for groups in sizes["groups"]]
+    assert [case["patches"] for case in report["cases"]] == patches
+    for case in report["cases"]:
+        assert case["layer_s"] > 0 and case["copy_s"] > 0
+
+
+def run_gpu_check(env, prelude=""):
+    """Run examples/gpu_check.py --small after `prelude` (Python source),
+    in a fresh interpreter; (exit status, stdout and stderr)."""
+    script = EXAMPLES_DIR / "gpu_check.py"
+    code = (f"{prelude}\nimport runpy, sys\nsys.argv = [{str(script)!r}, '--small']\n"
+            f"runpy.run_path({str(script)!r}, run_name='__main__')\n")
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=120)
+    return done.returncode, done.stdout + done.stderr
+
+
+def assert_one_line_message(output, *phrases):
+    assert "Traceback" not in output, output
+    lines = output.strip().splitlines()
+    assert len(lines) == 1, output
+    for phrase in phrases:
+        assert phrase in lines[0], lines[0]
+
+
+def test_gpu_check_names_the_backends_it_runs_on():
+    status, output = run_gpu_check(dict(child_env(), KERAS_BACKEND="tensorflow"))
+    assert status == 1
+    assert_one_line_message(output, "KERAS_BACKEND=jax", "KERAS_BACKEND=torch")
+
+
+@pytest.mark.parametrize("backend,package", [("jax", "JAX"), ("torch", "PyTorch")])
+def test_gpu_check_without_its_backend_package(backend, package):
+    """As where JAX (PyTorch) is not installed: the import fails; the script
+    says so in one line, with the install command, instead of a traceback."""
+    prelude = f"import sys\nsys.modules[{backend!r}] = None  # import {backend} now fails"
+    status, output = run_gpu_check(dict(child_env(), KERAS_BACKEND=backend), prelude)
+    assert status == 1
+    assert_one_line_message(output, f"needs {package}", f'pip install -e ".[{backend}]"')
