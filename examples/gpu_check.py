@@ -49,8 +49,6 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-import synthetic  # noqa: E402,F401  (before Keras: it quiets TensorFlow's start-up logging)
-
 import keras  # noqa: E402
 
 from ptycho_layers import extract_patches  # noqa: E402
