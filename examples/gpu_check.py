@@ -1,19 +1,23 @@
 """Check and time the vectorized path on a GPU, under the JAX or PyTorch backend.
 
-One short run, made for a machine with a CUDA GPU and JAX or PyTorch but no
-TensorFlow:
+One short run, made for a machine with a CUDA GPU and JAX or PyTorch (it
+needs no TensorFlow):
 
     KERAS_BACKEND=jax   python examples/gpu_check.py --json gpu_jax.json
     KERAS_BACKEND=torch python examples/gpu_check.py --json gpu_torch.json
+    KERAS_BACKEND=jax   python examples/gpu_check.py --small   # seconds, CPU too
 
 It checks GPU patches against the same computation on the CPU (within
 1e-6 * max|object| for complex64) and against the float64 oracle on a
 subset, then times the default case (256 groups x 4 = 1024 patches of
 64x64 from a 392x392 complex64 object) and K = 16384 patches against a
-device-to-device copy of an array the size of the output.
+device-to-device copy of an array the size of the output. `--small` takes
+tiny sizes and, where there is no GPU, lets the CPU stand in for it (as
+`--dry-run` does), so the script can be tried anywhere.
 """
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -21,7 +25,25 @@ import statistics
 import sys
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "jax")
+BACKEND = os.environ.setdefault("KERAS_BACKEND", "jax")
+PACKAGES = {"jax": "JAX", "torch": "PyTorch"}
+
+
+def require_backend():
+    """Exit with one line, not a traceback, unless BACKEND can run here."""
+    if BACKEND not in PACKAGES:
+        sys.exit(f"gpu_check.py checks the JAX and PyTorch backends: run it with "
+                 f"KERAS_BACKEND=jax or KERAS_BACKEND=torch, not {BACKEND!r}")
+    try:
+        importlib.import_module(BACKEND)
+    except ImportError as error:
+        reason = " ".join(str(error).split())
+        sys.exit(f"gpu_check.py: KERAS_BACKEND={BACKEND} needs {PACKAGES[BACKEND]}, "
+                 f"which does not import here ({reason}); install it with "
+                 f'pip install -e ".[{BACKEND}]" or choose the other backend')
+
+
+require_backend()
 
 import numpy as np  # noqa: E402
 
@@ -29,9 +51,11 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import keras  # noqa: E402
 
-from ptycho_layers.kernels import extract_patches_batched  # noqa: E402
+from ptycho_layers import extract_patches  # noqa: E402
 
-BACKEND = keras.backend.backend()
+# Sizes of a normal run and of --small.
+FULL = {"patch_size": 64, "object_size": 392, "groups": [256, 4096], "repeats": 50}
+SMALL = {"patch_size": 16, "object_size": 64, "groups": [8, 64], "repeats": 5}
 
 
 def make_case(groups, size, patch_size, seed=0):
@@ -71,32 +95,47 @@ def oracle_subset(image, offsets, patch_size, count=8):
 
 
 class Runner:
-    """Backend-specific device placement, compilation and timing."""
+    """Backend-specific device placement, compilation and timing.
 
-    def __init__(self, patch_size, dry_run=False):
+    With `on_cpu`, the CPU stands in for the GPU (to try the script where
+    there is none)."""
+
+    def __init__(self, patch_size, on_cpu=False):
         self.patch_size = patch_size
+        self.on_cpu = on_cpu
         if BACKEND == "jax":
             import jax
 
             self.jax = jax
             self.cpu = jax.devices("cpu")[0]
-            self.gpu = self.cpu if dry_run else jax.devices("gpu")[0]
+            self.gpu = self.cpu if on_cpu else jax.devices("gpu")[0]
             self.device_name = self.gpu.device_kind
-        elif BACKEND == "torch":
+        else:
             import torch
 
             self.torch = torch
-            self.cuda = "cpu" if dry_run else "cuda"
-            self.device_name = "cpu" if dry_run else torch.cuda.get_device_name(0)
-        else:
-            raise SystemExit(f"use KERAS_BACKEND=jax or torch, not {BACKEND!r}")
+            self.cuda = "cpu" if on_cpu else "cuda"
+            self.device_name = "cpu" if on_cpu else torch.cuda.get_device_name(0)
+
+    @staticmethod
+    def has_gpu():
+        if BACKEND == "jax":
+            import jax
+
+            try:
+                return bool(jax.devices("gpu"))
+            except RuntimeError:  # no GPU platform in this jaxlib or machine
+                return False
+        import torch
+
+        return torch.cuda.is_available()
 
     def run(self, image, offsets, where):
         """Patches as numpy, computed on 'gpu' or 'cpu'."""
         if BACKEND == "jax":
             device = self.gpu if where == "gpu" else self.cpu
             with self.jax.default_device(device):
-                fn = self.jax.jit(lambda a, b: extract_patches_batched(a, b, self.patch_size))
+                fn = self.jax.jit(lambda a, b: extract_patches(a, b, self.patch_size))
                 args = [self.jax.device_put(a, device) for a in (image, offsets)]
                 return np.asarray(fn(*args))
         device = self.cuda if where == "gpu" else "cpu"
@@ -105,7 +144,7 @@ class Runner:
         # current device: pin it to the one the inputs are on.
         with keras.device("cpu:0" if device == "cpu" else "gpu:0"):
             with self.torch.no_grad():
-                return extract_patches_batched(*args, self.patch_size).cpu().numpy()
+                return extract_patches(*args, self.patch_size).cpu().numpy()
 
     def timers(self, image, offsets):
         """(layer, copy, sync): callables on device-resident data."""
@@ -113,18 +152,19 @@ class Runner:
         if BACKEND == "jax":
             jax = self.jax
             img, ofs = (jax.device_put(a, self.gpu) for a in (image, offsets))
-            layer = jax.jit(lambda a, b: extract_patches_batched(a, b, n))
+            layer = jax.jit(lambda a, b: extract_patches(a, b, n))
             out = layer(img, ofs)
             copy = jax.jit(lambda x: x.copy())
             return (lambda: layer(img, ofs)), (lambda: copy(out)), (lambda r: r.block_until_ready())
         torch = self.torch
         img, ofs = (torch.as_tensor(a, device=self.cuda) for a in (image, offsets))
-        out = extract_patches_batched(img, ofs, n)
+        with torch.no_grad():
+            out = extract_patches(img, ofs, n)
         dst = torch.empty_like(out)
 
         def layer():
             with torch.no_grad():
-                return extract_patches_batched(img, ofs, n)
+                return extract_patches(img, ofs, n)
 
         def sync(result):
             if self.cuda == "cuda":
@@ -144,26 +184,41 @@ def median_time(fn, sync, repeats, warmup=3):
     return statistics.median(times)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--patch-size", type=int, default=64)
-    parser.add_argument("--object-size", type=int, default=392)
-    parser.add_argument("--groups", type=int, nargs="+", default=[256, 4096])
-    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--small", action="store_true",
+                        help="tiny sizes, seconds; the CPU stands in where there is no GPU")
+    parser.add_argument("--patch-size", type=int)
+    parser.add_argument("--object-size", type=int)
+    parser.add_argument("--groups", type=int, nargs="+")
+    parser.add_argument("--repeats", type=int)
     parser.add_argument("--json", help="write the numbers here")
     parser.add_argument("--dry-run", action="store_true",
                         help="use the CPU as the 'GPU' (to try the script where there is none)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    for name, value in (SMALL if args.small else FULL).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     n = args.patch_size
-    runner = Runner(n, args.dry_run)
+    on_cpu = args.dry_run
+    if not on_cpu and not Runner.has_gpu():
+        if not args.small:
+            sys.exit(f"gpu_check.py: {PACKAGES[BACKEND]} finds no GPU here; "
+                     "--small or --dry-run runs the check on the CPU instead")
+        on_cpu = True
+    runner = Runner(n, on_cpu)
     report = {
         "backend": BACKEND,
         "device": runner.device_name,
+        "cpu_stands_in_for_gpu": on_cpu,
         "keras": keras.__version__,
         "python": platform.python_version(),
+        "sizes": {"patch_size": n, "object_size": args.object_size, "groups": args.groups,
+                  "repeats": args.repeats},
         "cases": [],
     }
-    print(f"backend {BACKEND}, device {runner.device_name}")
+    stand_in = " (no GPU: the CPU stands in for it)" if on_cpu else ""
+    print(f"backend: {BACKEND}, device: {runner.device_name}{stand_in}")
 
     # Correctness: GPU vs CPU, and vs the float64 oracle on a subset.
     image, offsets = make_case(args.groups[0], args.object_size, n)

@@ -1,3 +1,4 @@
+import importlib.util
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -26,3 +27,19 @@ def _float32_policy():
 tensorflow_only = pytest.mark.skipif(
     BACKEND != "tensorflow", reason="TensorFlow-only feature"
 )
+
+
+# Optional packages the tests may need, and the extra that installs each.
+EXTRAS = {"jax": "jax", "torch": "torch", "matplotlib": "plot", "scipy": "test"}
+
+
+def requires(module):
+    """Mark a test that needs the optional `module`: skipped, saying which
+    extra installs it, where it is not installed (the README's own install,
+    `.[test,plot]`, has neither JAX nor PyTorch)."""
+    top = module.split(".")[0]
+    install = f'pip install -e ".[{EXTRAS[top]}]"' if top in EXTRAS else f"pip install {top}"
+    return pytest.mark.skipif(
+        importlib.util.find_spec(top) is None,
+        reason=f"needs {top}, which is not installed ({install})",
+    )

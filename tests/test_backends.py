@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import requires
 from oracle import asymmetric_object, oracle_patches
 from ptycho_layers import PatchExtraction
 
@@ -62,7 +63,7 @@ print(json.dumps({"backend": keras.backend.backend(),
 """
 
 
-@pytest.mark.parametrize("other", OTHERS)
+@pytest.mark.parametrize("other", [pytest.param(b, marks=requires(b)) for b in OTHERS])
 def test_keras_file_loads_under_other_backends(tmp_path, other):
     image = asymmetric_object(30, 26, "complex64")
     model = keras.Sequential([keras.Input((4, 2)), PatchExtraction(6, batched=False, image=image)])

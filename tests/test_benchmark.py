@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from conftest import BACKEND, tensorflow_only
+from conftest import BACKEND, requires, tensorflow_only
 from oracle import asymmetric_object, oracle_patches
 from oracle import oracle_place
 from ptycho_layers.benchmark import case as case_lib
@@ -277,8 +277,8 @@ def test_placement_sweep():
     assert result["labels"]["place_eager"] == "place_patches, eager"
 
 
+@requires("matplotlib")
 def test_sweep_and_plot(tmp_path):
-    pytest.importorskip("matplotlib")
     config = {"groups": 2, "gridsize": 1, "patch_size": 4, "dtype": "complex64",
               "seed": 0, "height": 12, "width": 12}
     settings = rows_lib.RowSettings(legacy_patches=1, tiled_full_bytes=0)

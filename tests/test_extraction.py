@@ -8,7 +8,7 @@ import pytest
 from keras import ops
 
 from _fresh_process import run_python
-from conftest import BACKEND
+from conftest import BACKEND, requires
 from oracle import asymmetric_object, oracle_patches
 from ptycho_layers.ops import (
     batch_pieces,
@@ -173,10 +173,12 @@ def test_empty_batch(kernel):
     assert tuple(patches.shape) == (0, 5, 5, 4)
 
 
+@requires("scipy")
 def test_oracle_agrees_with_scipy():
     """The oracle itself, checked against scipy's order-1 spline on the
     zero-extended grid (mode 'grid-constant')."""
-    ndimage = pytest.importorskip("scipy.ndimage")
+    from scipy import ndimage
+
     image = asymmetric_object(19, 26, "complex128")
     offsets = make_offsets("edges", 2, 4, 19, 26, 7, seed=3)
     offsets[0] = make_offsets("fractional", 1, 4, 19, 26, 7, seed=4)[0]
