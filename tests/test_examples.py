@@ -7,6 +7,7 @@ names; sequential_model that a saved and loaded model predicts exactly the
 same; export_savedmodel that the served SavedModel matches the Keras model;
 ptychopinn_dropin that `batched=True` matches PtychoPINN's per-patch loop;
 reconstruct that `model.fit` on the held, trainable object converges;
+stitch that whole-pixel offsets give the object back;
 gpu_check that its "GPU" (the CPU here) matches the CPU and a float64
 oracle.
 
@@ -40,6 +41,7 @@ EXAMPLES = {
     "export_savedmodel": (["patches_savedmodel/saved_model.pb"], []),
     "ptychopinn_dropin": ([], []),
     "reconstruct": ([], ["reconstruct.png"]),
+    "stitch": ([], ["stitch.png"]),
     "gpu_check": (["gpu_check.json"], []),
 }
 BACKEND_ONLY = {

@@ -22,6 +22,7 @@ them through `current()` and never names a backend itself:
   form of a two-argument operator (see `ptycho_layers.operators`).
 """
 
+import functools
 import importlib
 
 import keras
@@ -36,8 +37,13 @@ def name():
     return keras.backend.backend()
 
 
+@functools.lru_cache(maxsize=None)
 def current():
-    """The module of `ptycho_layers.backends` for the Keras backend in use."""
+    """The module of `ptycho_layers.backends` for the Keras backend in use.
+
+    Cached: the kernels ask for it while TensorFlow traces them, and
+    AutoGraph would otherwise try (and warn that it fails) to convert the
+    import machinery."""
     backend = name()
     if backend not in _MODULES:
         raise ValueError(

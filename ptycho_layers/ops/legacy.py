@@ -180,7 +180,9 @@ def place_patches_legacy(patches, offsets, image_shape):
         moved = moved[half:half + height, half:half + width]
         row = ops.take(image_index, b)
         updated = ops.take(total, row, axis=0) + moved
-        return ops.slice_update(total, (row, 0, 0), updated[None])
+        # Start indices of one dtype (JAX refuses int32 beside int64).
+        zero = ops.zeros((), ops.dtype(row))
+        return ops.slice_update(total, (row, zero, zero), updated[None])
 
     total = ops.zeros(image_shape, patches.dtype)
     return ops.fori_loop(0, batch * groups, add_one, total)
