@@ -127,7 +127,6 @@ def expected_sums(contributions, image_index, x_start, y_start, shape):
     return padded[:, pad:pad + height, pad:pad + width]
 
 
-@pytest.mark.skipif(BACKEND != "tensorflow", reason="TensorFlow's scatter")
 @pytest.mark.parametrize(
     "height,width,size",
     [(9, 11, 4), (11, 5, 5), (1, 7, 3), (3, 8, 6), (4, 6, 6)],

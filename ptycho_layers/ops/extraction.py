@@ -69,14 +69,15 @@ def _blend(window, row_w0, row_w1, col_w0, col_w1, dtype):
     return ops.cast(blend_parts(ops.cast(window, row_w0.dtype), *weights), dtype)
 
 
-def batch_pieces(batch, groups, patch_size):
+def batch_pieces(batch, groups, patch_size, share=0.75):
     """Split the batch into pieces whose windows stay small.
 
     The (N+1)^2 windows of all patches together are larger than the output
-    itself; gathering and blending part of the batch at a time keeps the
-    working memory beyond the output under 3/4 of the output's size
-    (measured: 0.77x from XLA's buffer assignment, against 1.03x in one
-    piece, for the default case). Only for a static batch on a backend
+    itself; gathering and blending part of the batch at a time keeps a
+    piece's windows under `share` of all the patches. With 3/4, the
+    default, extraction's working memory beyond the output stays under 3/4
+    of it (measured: 0.77x from XLA's buffer assignment, against 1.03x in
+    one piece, for the default case). Only for a static batch on a backend
     that writes each piece into the output in place (XLA); elsewhere every
     intermediate is materialised anyway.
 
@@ -95,7 +96,7 @@ def batch_pieces(batch, groups, patch_size):
     # Pieces as large as the bound allows: the first is blended straight
     # into the output with its zero padding (a loop XLA runs on every
     # core), later ones are written in place by a single-threaded update.
-    step = max(1, int(batch * 0.75 / window_to_output))
+    step = max(1, int(batch * share / window_to_output))
     if step >= batch:
         return [(0, None)]
     return [(start, min(start + step, batch)) for start in range(0, batch, step)]

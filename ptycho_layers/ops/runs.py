@@ -78,9 +78,9 @@ def gather_windows(images, image_index, x_start, y_start, size):
     return backend.where(replaced, edge_rows[..., None, :], found)
 
 
-def add_windows(contributions, image_index, x_start, y_start, shape):
-    """The adjoint of `gather_windows`: zeros of `shape` (Bi, H, W), static
-    W >= size, with window (b, k) of `contributions` (b, c, size, size)
+def add_windows(contributions, image_index, x_start, y_start, shape, into=None):
+    """The adjoint of `gather_windows`: `into` (Bi, H, W), or zeros of
+    `shape`, static W >= size, with window (b, k) of `contributions` (b, c, size, size)
     added at rows y_start[b, k]..., columns x_start[b, k]... of image
     image_index[b]; entries outside the object are dropped, whatever they
     hold.
@@ -119,7 +119,8 @@ def add_windows(contributions, image_index, x_start, y_start, shape):
     in_edges = backend.where(any_replaced, in_edges, ops.zeros_like(in_edges))
 
     dtype = contributions.dtype
-    flat = backend.add_runs(ops.zeros((count, height * width), dtype), starts, in_runs)
+    table = ops.zeros((count, height * width), dtype) if into is None else into
+    flat = backend.add_runs(ops.reshape(table, (count, height * width)), starts, in_runs)
     ends = backend.add_runs(
         ops.zeros((count * 2, width + 2 * size), dtype), edge_starts, in_edges
     )
