@@ -1,6 +1,7 @@
 """Fast, exact patch extraction and placement for ptychography, as Keras 3
 layers."""
 
+from ptycho_layers import backends
 from ptycho_layers.functional import extract_patches
 from ptycho_layers.patch_extraction import PatchExtraction
 from ptycho_layers.patch_placement import PatchPlacement
@@ -10,6 +11,11 @@ from ptycho_layers.ptychopinn import get_image_patches
 from ptycho_layers.ptychopinn import reassemble_position
 
 __version__ = "0.1.0"
+
+# Loaded now, not first inside a traced kernel (see `backends.current`);
+# another Keras backend is refused when the operators are used.
+if backends.name() in backends.SUPPORTED:
+    backends.current()
 
 __all__ = [
     "PatchExtraction",

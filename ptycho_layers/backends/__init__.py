@@ -22,14 +22,13 @@ them through `current()` and never names a backend itself:
   form of a two-argument operator (see `ptycho_layers.operators`).
 """
 
-import functools
 import importlib
 
 import keras
 
-__all__ = ["current", "name"]
+__all__ = ["SUPPORTED", "current", "name"]
 
-_MODULES = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch", "numpy": "numpy"}
+SUPPORTED = ("tensorflow", "jax", "torch")
 
 
 def name():
@@ -37,17 +36,24 @@ def name():
     return keras.backend.backend()
 
 
-@functools.lru_cache(maxsize=None)
+_LOADED = {}
+
+
 def current():
     """The module of `ptycho_layers.backends` for the Keras backend in use.
 
-    Cached: the kernels ask for it while TensorFlow traces them, and
-    AutoGraph would otherwise try (and warn that it fails) to convert the
-    import machinery."""
+    Loaded once (when `ptycho_layers` is imported), then looked up: the
+    kernels ask for it while TensorFlow, JAX or `torch.compile` trace them,
+    and tracing the import machinery fails (`torch.compile`) or warns
+    (AutoGraph)."""
     backend = name()
-    if backend not in _MODULES:
-        raise ValueError(
-            "ptycho_layers runs on the Keras backends "
-            f"{sorted(_MODULES)}. Received: KERAS_BACKEND={backend!r}"
-        )
-    return importlib.import_module(f"ptycho_layers.backends.{_MODULES[backend]}")
+    module = _LOADED.get(backend)
+    if module is None:
+        if backend not in SUPPORTED:
+            raise ValueError(
+                f"ptycho_layers runs on the Keras backends {list(SUPPORTED)}. "
+                f"Received: KERAS_BACKEND={backend!r}"
+            )
+        module = importlib.import_module(f"ptycho_layers.backends.{backend}")
+        _LOADED[backend] = module
+    return module
