@@ -42,8 +42,9 @@ def where(condition, x, y):
 
 
 def take(flat, positions):
-    """flat (L,) at int32 positions (...) -> (...)."""
-    return ops.take(flat, positions, axis=0)
+    """flat (L,) at int32 positions (...) -> (...); `keras.ops.take` would
+    add two passes mapping negative indices."""
+    return flat[positions.long()]
 
 
 def add_at(values, positions, size):
