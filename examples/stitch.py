@@ -26,15 +26,12 @@ coverage, and |stitched - object| for the spiral scan.
 
 import os
 
-# Quiet TensorFlow's start-up logging; before keras is imported.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import numpy as np
 
-import numpy as np  # noqa: E402
+import synthetic  # first: it quiets TensorFlow's start-up logging
 
-import synthetic  # noqa: E402
-
-import keras  # noqa: E402
-from ptycho_layers import extract_patches, reassemble  # noqa: E402
+import keras
+from ptycho_layers import extract_patches, reassemble
 
 GROUP_SIZE = 4  # c: patches per group, gridsize 2
 
