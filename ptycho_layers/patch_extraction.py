@@ -235,6 +235,16 @@ class PatchExtraction(keras.layers.Layer):
         batch, groups = tuple(offsets_shape)[:2]
         return (batch, self.patch_size, self.patch_size, groups)
 
+    def compute_output_spec(self, inputs):
+        images, offsets = self._split(inputs)
+        shape = self.compute_output_shape(
+            offsets.shape if images is None else (images.shape, offsets.shape)
+        )
+        dtype = standardize_dtype(self.image_dtype if images is None else images.dtype)
+        if dtype not in _COMPLEX and _is_mixed(self.dtype_policy):
+            dtype = self.compute_dtype
+        return keras.KerasTensor(shape, dtype=dtype)
+
     def get_config(self):
         config = super().get_config()
         config.update(

@@ -33,6 +33,19 @@ class KerasLayerTest(TestCase):
             expected_num_non_trainable_weights=1,
         )
 
+    def test_held_image_form_complex(self):
+        image = asymmetric_object(12, 15, "complex64")
+        self.run_layer_test(
+            PatchExtraction,
+            init_kwargs={"patch_size": 4, "image": image},
+            input_data=offsets_for(3, 4, 12, 15),
+            expected_output_shape=(3, 4, 4, 4),
+            expected_output_dtype="complex64",
+            expected_num_trainable_weights=0,
+            expected_num_non_trainable_weights=1,
+            run_training_check=False,  # Keras's losses drop imaginary parts
+        )
+
     def test_held_image_form_trainable(self):
         image = asymmetric_object(12, 15, "float32")
         self.run_layer_test(
@@ -200,3 +213,11 @@ class TestBadInput:
     def test_bad_image_arguments(self, kwargs):
         with pytest.raises(ValueError, match="image"):
             PatchExtraction(4, **kwargs)
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "complex128", "float32"])
+def test_symbolic_output_has_the_objects_dtype(dtype):
+    held = PatchExtraction(4, image=np.ones((8, 8), dtype))(keras.Input((4, 2)))
+    two = PatchExtraction(4)((keras.Input((8, 8), dtype=dtype), keras.Input((4, 2))))
+    assert held.dtype == dtype and two.dtype == dtype
+    assert tuple(held.shape) == (None, 4, 4, 4) == tuple(two.shape)
