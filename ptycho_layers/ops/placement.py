@@ -148,8 +148,8 @@ def place_patches_batched(patches, offsets, image_shape):
     )
     image_index = geometry.image_indices(batch, num_images)
     predicate = ops.all(finite)
-    total = None
-    # In pieces, each added into the object in place under XLA: a piece's
+    sums = None
+    # In pieces, each added into the sums in place under XLA: a piece's
     # inputs and spread windows (real, imaginary, their complex sum) take
     # about 2x the piece's patches. Pieces of 0.3 of the batch keep the
     # working memory at 0.65x the patches (in one piece: 2.14x), and are the
@@ -165,24 +165,28 @@ def place_patches_batched(patches, offsets, image_shape):
             contributions = backends.current().complex(*spread)
         else:
             contributions = ops.cast(spread[0], dtype)
-        total = _add_windows(
-            contributions, image_index[part], x_start, y_start, image_shape, total
+        sums = _add_windows(
+            contributions, image_index[part], x_start, y_start, image_shape, sums
         )
-        # The next piece's weights wait for this piece's sum, so only one
+        # The next piece's inputs wait for this piece's sums, so only one
         # piece's windows are alive at a time.
-        predicate = ops.all(ops.isfinite(ops.real(total[0, 0, :1])))
-    return total
+        last = ops.reshape(sums[-1], (-1,))[:1]
+        predicate = ops.all(ops.isfinite(ops.real(last)))
+    return _join(sums, image_shape)
 
 
-def _add_windows(contributions, image_index, x_start, y_start, shape, into=None):
-    """Add (b, c, P, P) windows into `into` (Bi, H, W), or zeros of `shape`,
-    window (b, k) at rows y_start[b, k]... and columns x_start[b, k]... of
-    image image_index[b]. Entries outside the images are zero and dropped."""
+def _add_windows(contributions, image_index, x_start, y_start, shape, sums=None):
+    """Add (b, c, P, P) windows into `sums` (from an earlier call, or None
+    for zeros), window (b, k) at rows y_start[b, k]... and columns
+    x_start[b, k]... of image image_index[b] of `shape` (Bi, H, W); entries
+    outside the images are zero and dropped. The sums are (flat, ends) of
+    `runs.add_window_runs`, or (total,) (Bi*H*W,) for the element scatter;
+    `_join` makes them the object."""
     size = ops.shape(contributions)[-1]
-    _, height, width = shape
+    count, height, width = shape
     if backends.current().add_runs is not None and runs.available(width, size):
-        return runs.add_windows(
-            contributions, image_index, x_start, y_start, shape, into
+        return runs.add_window_runs(
+            contributions, image_index, x_start, y_start, shape, sums
         )
     span = ops.arange(size, dtype="int32")
     rows = ops.clip(y_start[:, :, None] + span, 0, height - 1)
@@ -196,7 +200,13 @@ def _add_windows(contributions, image_index, x_start, y_start, shape, into=None)
     total = backends.current().add_at(
         ops.reshape(contributions, (-1,)),
         ops.reshape(positions, (-1,)),
-        shape[0] * height * width,
+        count * height * width,
     )
-    total = ops.reshape(total, shape)
-    return total if into is None else into + total
+    return (total,) if sums is None else (sums[0] + total,)
+
+
+def _join(sums, shape):
+    """The (Bi, H, W) object from `_add_windows`' sums."""
+    if len(sums) == 2:
+        return runs.join_window_runs(*sums, shape)
+    return ops.reshape(sums[0], shape)

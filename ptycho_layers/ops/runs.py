@@ -31,6 +31,8 @@ __all__ = [
     "available",
     "gather_windows",
     "add_windows",
+    "add_window_runs",
+    "join_window_runs",
     "clamp_starts",
     "runs",
     "inside",
@@ -78,9 +80,9 @@ def gather_windows(images, image_index, x_start, y_start, size):
     return backend.where(replaced, edge_rows[..., None, :], found)
 
 
-def add_windows(contributions, image_index, x_start, y_start, shape, into=None):
-    """The adjoint of `gather_windows`: `into` (Bi, H, W), or zeros of
-    `shape`, static W >= size, with window (b, k) of `contributions` (b, c, size, size)
+def add_windows(contributions, image_index, x_start, y_start, shape):
+    """The adjoint of `gather_windows`: zeros of `shape` (Bi, H, W), static
+    W >= size, with window (b, k) of `contributions` (b, c, size, size)
     added at rows y_start[b, k]..., columns x_start[b, k]... of image
     image_index[b]; entries outside the object are dropped, whatever they
     hold.
@@ -90,6 +92,17 @@ def add_windows(contributions, image_index, x_start, y_start, shape, into=None):
     are added there, then into rows 0 and H-1. No object-sized buffer but
     the result; about twice as fast as adding element by element.
     """
+    sums = add_window_runs(contributions, image_index, x_start, y_start, shape)
+    return join_window_runs(*sums, shape)
+
+
+def add_window_runs(contributions, image_index, x_start, y_start, shape, sums=None):
+    """`add_windows` in two steps, for a batch taken in pieces: each piece
+    adds its runs into `sums` (flat, ends), the object's runs (Bi, H*W) and
+    its padded first and last rows (2*Bi, W + 2*size), zeros for None;
+    `join_window_runs` adds the ends into rows 0 and H-1 once, at the end.
+    (Joined per piece, XLA copied the whole object four times per piece.)
+    Returns the new (flat, ends)."""
     backend = backends.current()
     size = contributions.shape[-1]
     count, height, width = shape
@@ -119,13 +132,22 @@ def add_windows(contributions, image_index, x_start, y_start, shape, into=None):
     in_edges = backend.where(any_replaced, in_edges, ops.zeros_like(in_edges))
 
     dtype = contributions.dtype
-    table = ops.zeros((count, height * width), dtype) if into is None else into
-    flat = backend.add_runs(ops.reshape(table, (count, height * width)), starts, in_runs)
-    ends = backend.add_runs(
-        ops.zeros((count * 2, width + 2 * size), dtype), edge_starts, in_edges
+    if sums is None:
+        sums = (
+            ops.zeros((count, height * width), dtype),
+            ops.zeros((count * 2, width + 2 * size), dtype),
+        )
+    return (
+        backend.add_runs(sums[0], starts, in_runs),
+        backend.add_runs(sums[1], edge_starts, in_edges),
     )
-    ends = ops.reshape(ends[:, size:size + width], (count, 2, width))
 
+
+def join_window_runs(flat, ends, shape):
+    """The object (Bi, H, W) from `add_window_runs`' sums."""
+    count, height, width = shape
+    size = (ops.shape(ends)[1] - width) // 2
+    ends = ops.reshape(ends[:, size:size + width], (count, 2, width))
     total = ops.reshape(flat, (count, height, width))
     # Rows 0 and H-1 take what was added to the first and last rows, in
     # place (the same row when H = 1).
