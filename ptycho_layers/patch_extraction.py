@@ -262,12 +262,7 @@ class PatchExtraction(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        # Keras's default wraps any error in a TypeError naming the whole
-        # config; a bad value here is the caller's ValueError.
-        config = dict(config)
-        if "dtype" in config and isinstance(config["dtype"], dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
+        return validation.layer_from_config(cls, config)
 
 
 def _is_shape(value):

@@ -124,8 +124,4 @@ class PatchPlacement(keras.layers.Layer):
 
     @classmethod
     def from_config(cls, config):
-        # A bad value is the caller's ValueError, not Keras's TypeError.
-        config = dict(config)
-        if "dtype" in config and isinstance(config["dtype"], dict):
-            config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
-        return cls(**config)
+        return validation.layer_from_config(cls, config)

@@ -6,6 +6,7 @@ Shapes are checked where they are known statically; unknown dimensions
 (`None`) pass.
 """
 
+import keras
 import numpy as np
 
 __all__ = [
@@ -20,6 +21,7 @@ __all__ = [
     "check_patches_shape",
     "check_patches_match_offsets",
     "check_crop",
+    "layer_from_config",
 ]
 
 
@@ -175,3 +177,13 @@ def check_crop(crop, patch_size, name="crop"):
             f"size N = {patch_size}. Received: {name}={crop!r}"
         )
     return int(crop)
+
+
+def layer_from_config(cls, config):
+    """`cls(**config)` for a layer's `from_config`, its dtype policy
+    deserialized: Keras's default wraps any error in a TypeError naming the
+    whole config, where a bad value here is the caller's ValueError."""
+    config = dict(config)
+    if "dtype" in config and isinstance(config["dtype"], dict):
+        config["dtype"] = keras.dtype_policies.deserialize(config["dtype"])
+    return cls(**config)
