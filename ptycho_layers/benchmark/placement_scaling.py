@@ -14,6 +14,7 @@ from ptycho_layers.placement import place_patches
 from ptycho_layers.benchmark import backends
 from ptycho_layers.benchmark import case as case_lib
 from ptycho_layers.benchmark import placement_rows
+from ptycho_layers.benchmark import scaling
 from ptycho_layers.benchmark import timing
 
 __all__ = [
@@ -140,30 +141,11 @@ def gradient_cost(config, sizes, repeats, progress=None):
         case = _case(config, extent)
         rng = np.random.default_rng(1)
         shape = (1, extent, extent)
-        weights = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
-        if np.dtype(case.dtype).kind != "c":
-            weights = weights.real
-        loss = _loss(weights.astype(case.dtype), case.dtype, (extent, extent))
-        forward = backends.compile_fn(loss, mode)
-        both = backends.value_and_grad(loss, mode)
-        patches, offsets = _inputs(case)
-        times = timing.time_interleaved(
-            {
-                "forward": lambda: forward(patches, offsets),
-                "both": lambda: both(patches, offsets),
-            },
-            repeats,
-            progress=progress,
+        weights = scaling.random_weights(rng, shape, case.dtype)
+        loss = _loss(weights, case.dtype, (extent, extent))
+        points.append(
+            scaling.time_gradient(loss, _inputs(case), mode, extent, repeats, progress)
         )
-        t_forward = timing.median(times["forward"])
-        t_both = timing.median(times["both"])
-        points.append({
-            "object": extent,
-            "forward_s": t_forward,
-            "forward_backward_s": t_both,
-            "backward_s": t_both - t_forward,
-            "ratio": (t_both - t_forward) / t_forward,
-        })
     return {"mode": backends.mode_label(mode), "points": points}
 
 

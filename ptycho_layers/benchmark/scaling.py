@@ -102,33 +102,45 @@ def gradient_cost(config, sizes, repeats, progress=None):
         rng = np.random.default_rng(1)
         size = case.patch_size
         shape = (case.offsets.shape[0], size, size, case.offsets.shape[1])
-        weights = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
-        if np.dtype(case.dtype).kind != "c":
-            weights = weights.real
-        loss = _loss(weights.astype(case.dtype), case.dtype)
-        forward = backends.compile_fn(loss, mode)
-        both = backends.value_and_grad(loss, mode)
-        images, offsets = backends.to_tensor(case.images), backends.to_tensor(case.offsets)
-        times = timing.time_interleaved(
-            {
-                "forward": lambda: forward(images, offsets),
-                "both": lambda: both(images, offsets),
-            },
-            repeats,
-            progress=progress,
-        )
-        t_forward = timing.median(times["forward"])
-        t_both = timing.median(times["both"])
-        points.append(
-            {
-                "object": extent,
-                "forward_s": t_forward,
-                "forward_backward_s": t_both,
-                "backward_s": t_both - t_forward,
-                "ratio": (t_both - t_forward) / t_forward,
-            }
-        )
+        loss = _loss(random_weights(rng, shape, case.dtype), case.dtype)
+        inputs = (backends.to_tensor(case.images), backends.to_tensor(case.offsets))
+        points.append(time_gradient(loss, inputs, mode, extent, repeats, progress))
     return {"mode": backends.mode_label(mode), "points": points}
+
+
+def random_weights(rng, shape, dtype):
+    """Standard normal weights of `shape` in `dtype` (complex when it is)."""
+    import numpy as np
+
+    weights = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    if np.dtype(dtype).kind != "c":
+        weights = weights.real
+    return weights.astype(dtype)
+
+
+def time_gradient(loss, inputs, mode, extent, repeats, progress=None):
+    """The loss's forward and forward+backward times on `inputs`, in turns.
+
+    Returns:
+        {"object": extent, "forward_s", "forward_backward_s",
+        "backward_s", "ratio"}, ratio being backward / forward.
+    """
+    forward = backends.compile_fn(loss, mode)
+    both = backends.value_and_grad(loss, mode)
+    times = timing.time_interleaved(
+        {"forward": lambda: forward(*inputs), "both": lambda: both(*inputs)},
+        repeats,
+        progress=progress,
+    )
+    t_forward = timing.median(times["forward"])
+    t_both = timing.median(times["both"])
+    return {
+        "object": extent,
+        "forward_s": t_forward,
+        "forward_backward_s": t_both,
+        "backward_s": t_both - t_forward,
+        "ratio": (t_both - t_forward) / t_forward,
+    }
 
 
 def _case(config, shape, groups=None):
