@@ -2,12 +2,13 @@
 
 import keras
 import numpy as np
-from keras import ops
 from keras.src.backend import standardize_dtype
 
-from ptycho_layers import backends
 from ptycho_layers import functional
+from ptycho_layers import held_image
+from ptycho_layers import layer_calls
 from ptycho_layers import validation
+from ptycho_layers.backends import keras_ops as ops
 
 __all__ = ["PatchExtraction"]
 
@@ -62,8 +63,11 @@ class PatchExtraction(keras.layers.Layer):
             (about a second) and later ones reuse it.
         image: optional (H, W) or (H, W, 1) array, real or complex: the held
             object. Its values are stored as a weight named "image"
-            (`layer.image_variable`); `layer.image` gives it back as an
-            (H, W) tensor.
+            (`layer.image_variable`): (H, W) for a real object, (H, W, 2)
+            real and imaginary parts for a complex one (Keras weights are
+            real: summaries, optimizers and JAX's gradients assume it).
+            `layer.image` gives it back as an (H, W) tensor in
+            `image_dtype`.
         image_shape: (H, W) of the held object, used instead of `image`
             when the layer is rebuilt from its config (its values then come
             back with the weights).
@@ -71,9 +75,7 @@ class PatchExtraction(keras.layers.Layer):
             or "complex64" when only `image_shape` is given.
         trainable_image: bool, whether the held object is a trainable
             weight (e.g. to reconstruct an object by gradient descent).
-            Default False. A trainable complex object is stored as (H, W, 2)
-            real and imaginary parts, so every Keras optimizer and backend
-            updates it correctly.
+            Default False.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Input shape:
@@ -128,20 +130,9 @@ class PatchExtraction(keras.layers.Layer):
         self.image_shape = image_shape
         self.image_dtype = image_dtype if image_shape is not None else None
 
-        # A trainable complex image is stored as (H, W, 2) real and
-        # imaginary parts: Keras's optimizers (Adam's moments) and JAX's
-        # complex-gradient convention assume real weights.
-        self._image_as_pairs = (
-            image_shape is not None
-            and trainable_image
-            and self.image_dtype in _COMPLEX
-        )
         self.image_variable = None
         if image_shape is not None:
-            shape, dtype = image_shape, self.image_dtype
-            if self._image_as_pairs:
-                shape = (*image_shape, 2)
-                dtype = "float64" if dtype == "complex128" else "float32"
+            shape, dtype = held_image.stored_as(image_shape, self.image_dtype)
             self.image_variable = self.add_weight(
                 name="image",
                 shape=shape,
@@ -151,9 +142,17 @@ class PatchExtraction(keras.layers.Layer):
                 autocast=False,
             )
             if image is not None:
-                if self._image_as_pairs:
-                    image = np.stack([image.real, image.imag], axis=-1)
-                self.image_variable.assign(image.astype(dtype))
+                self.image_variable.assign(
+                    held_image.stored_values(image, self.image_dtype)
+                )
+            # Nothing else to build: the held form is usable (and
+            # `count_params()` answers) before its first call.
+            self.built = True
+
+    def __call__(self, inputs, **kwargs):
+        return layer_calls.call(
+            self, super().__call__, inputs, kwargs, single=self.holds_image
+        )
 
     @property
     def holds_image(self):
@@ -164,13 +163,15 @@ class PatchExtraction(keras.layers.Layer):
         """The held (H, W) object as a tensor in `image_dtype`, or None."""
         if not self.holds_image:
             return None
-        if not self._image_as_pairs:
-            return self.image_variable
-        pairs = ops.convert_to_tensor(self.image_variable)
-        # One op, whose gradient is the real and imaginary parts; casting
-        # real to complex would warn on every backward pass (TensorFlow)
-        # that the cast's gradient drops an imaginary part.
-        return backends.current().complex(pairs[..., 0], pairs[..., 1])
+        return held_image.image_of(self.image_variable, self.image_dtype)
+
+    def load_own_variables(self, store):
+        old = store["0"] if self.holds_image and "0" in store else None
+        pairs = held_image.pairs_from_old_file(old, self.image_shape, self.name)
+        if pairs is None:
+            super().load_own_variables(store)
+        else:
+            self.image_variable.assign(pairs)
 
     def _split(self, inputs):
         """Return (images, offsets) from either form's inputs (tensors or,
@@ -206,12 +207,14 @@ class PatchExtraction(keras.layers.Layer):
             )
         return pair
 
-    def build(self, input_shape):
-        images_shape, offsets_shape = self._split(input_shape)
+    def _check_shapes(self, images_shape, offsets_shape):
         offsets_shape = validation.check_offsets_shape(offsets_shape)
         if images_shape is not None:
             images_shape = validation.check_images_shape(images_shape)
             validation.check_batches_match(images_shape, offsets_shape)
+
+    def build(self, input_shape):
+        self._check_shapes(*self._split(input_shape))
 
     def call(self, inputs):
         images, offsets = self._split(inputs)
@@ -237,6 +240,9 @@ class PatchExtraction(keras.layers.Layer):
 
     def compute_output_spec(self, inputs):
         images, offsets = self._split(inputs)
+        # The held form is built at construction: its symbolic calls are
+        # checked here.
+        self._check_shapes(None if images is None else images.shape, offsets.shape)
         shape = self.compute_output_shape(
             offsets.shape if images is None else (images.shape, offsets.shape)
         )
