@@ -2,11 +2,10 @@
 
 import functools
 
-from keras import ops
-
 from ptycho_layers import backends
 from ptycho_layers import ops as ops_lib
 from ptycho_layers import validation
+from ptycho_layers.backends import keras_ops as ops
 
 __all__ = ["extract_patches", "prepare_inputs", "dispatch"]
 
@@ -36,14 +35,14 @@ def dispatch(images, offsets, patch_size, batched):
     """Run the vectorized kernel or the legacy loop on checked inputs."""
     if not batched:
         return ops_lib.extract_patches_legacy(images, offsets, patch_size)
-    return _extraction(patch_size)(images, offsets)
+    return _extraction(patch_size, backends.current())(images, offsets)
 
 
 @functools.lru_cache(maxsize=None)
-def _extraction(patch_size):
-    """The vectorized extraction of NxN patches as this backend runs it:
-    compiled where that pays, with placement as its gradient with respect
-    to the object."""
+def _extraction(patch_size, backend):
+    """The vectorized extraction of NxN patches as `backend` (a module of
+    `ptycho_layers.backends`) runs it: compiled where that pays, with
+    placement as its gradient with respect to the object."""
 
     def extract(images, offsets):
         return ops_lib.extract_patches_batched(images, offsets, patch_size)
@@ -51,7 +50,7 @@ def _extraction(patch_size):
     def d_images(images, offsets, upstream):
         return ops_lib.place_patches_batched(upstream, offsets, ops.shape(images))
 
-    return backends.current().differentiable(
+    return backend.differentiable(
         extract, (d_images, ops_lib.offsets_gradient)
     )
 
@@ -84,5 +83,7 @@ def extract_patches(images, offsets, patch_size, batched=True):
     """
     patch_size = validation.check_positive_int(patch_size, "patch_size")
     batched = validation.check_batched(batched)
-    images, offsets = prepare_inputs(images, offsets)
-    return dispatch(images, offsets, patch_size, batched)
+    # Inside `tf.data` under JAX or PyTorch: TensorFlow ops.
+    with backends.graph_scope_for((images, offsets)):
+        images, offsets = prepare_inputs(images, offsets)
+        return dispatch(images, offsets, patch_size, batched)

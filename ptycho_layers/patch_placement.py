@@ -2,6 +2,7 @@
 
 import keras
 
+from ptycho_layers import layer_calls
 from ptycho_layers import placement
 from ptycho_layers import validation
 
@@ -62,6 +63,9 @@ class PatchPlacement(keras.layers.Layer):
         self.batched = validation.check_batched(batched)
         self.normalize = validation.check_bool(normalize, "normalize")
         self.crop = validation.check_crop(crop, None)
+
+    def __call__(self, inputs, **kwargs):
+        return layer_calls.call(self, super().__call__, inputs, kwargs, single=False)
 
     def _split(self, inputs):
         if isinstance(inputs, dict):

@@ -10,12 +10,12 @@ the object is dropped.
 import functools
 
 import numpy as np
-from keras import ops
 from keras.src.backend import standardize_dtype
 
 from ptycho_layers import backends
 from ptycho_layers import ops as ops_lib
 from ptycho_layers import validation
+from ptycho_layers.backends import keras_ops as ops
 from ptycho_layers.ops import geometry
 
 __all__ = [
@@ -44,13 +44,14 @@ def dispatch(patches, offsets, image_shape, batched, per_row):
     if not batched:
         count = ops.shape(patches)[0] if per_row else 1
         return ops_lib.place_patches_legacy(patches, offsets, (count, height, width))
-    return _placement(height, width, per_row)(patches, offsets)
+    return _placement(height, width, per_row, backends.current())(patches, offsets)
 
 
 @functools.lru_cache(maxsize=None)
-def _placement(height, width, per_row):
-    """Vectorized placement into H x W objects as this backend runs it,
-    with extraction as its gradient with respect to the patches."""
+def _placement(height, width, per_row, backend):
+    """Vectorized placement into H x W objects as `backend` (a module of
+    `ptycho_layers.backends`) runs it, with extraction as its gradient with
+    respect to the patches."""
 
     def place(patches, offsets):
         count = ops.shape(patches)[0] if per_row else 1
@@ -64,7 +65,7 @@ def _placement(height, width, per_row):
         # gradient, the placed image's gradient U in the object's place.
         return ops_lib.offsets_gradient(upstream, offsets, patches)
 
-    return backends.current().differentiable(place, (d_patches, d_offsets))
+    return backend.differentiable(place, (d_patches, d_offsets))
 
 
 def place_patches(patches, offsets, image_shape, batched=True, per_row=False):
@@ -100,8 +101,9 @@ def place_patches(patches, offsets, image_shape, batched=True, per_row=False):
     image_shape = validation.check_image_shape(image_shape)
     batched = validation.check_batched(batched)
     per_row = validation.check_bool(per_row, "per_row")
-    patches, offsets = prepare_patches(patches, offsets)
-    return dispatch(patches, offsets, image_shape, batched, per_row)
+    with backends.graph_scope_for((patches, offsets)):
+        patches, offsets = prepare_patches(patches, offsets)
+        return dispatch(patches, offsets, image_shape, batched, per_row)
 
 
 def _crop_mask(patch_size, crop, dtype):
@@ -183,7 +185,10 @@ def reassemble(
     batched = validation.check_batched(batched)
     per_row = validation.check_bool(per_row, "per_row")
     return_coverage = validation.check_bool(return_coverage, "return_coverage")
-    patches, offsets = prepare_patches(patches, offsets)
-    crop = validation.check_crop(crop, patches.shape[1])
-    image, coverage = normalized(patches, offsets, image_shape, crop, batched, per_row)
+    with backends.graph_scope_for((patches, offsets)):
+        patches, offsets = prepare_patches(patches, offsets)
+        crop = validation.check_crop(crop, patches.shape[1])
+        image, coverage = normalized(
+            patches, offsets, image_shape, crop, batched, per_row
+        )
     return (image, coverage) if return_coverage else image

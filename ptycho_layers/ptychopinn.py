@@ -1,11 +1,11 @@
 """Drop-ins for PtychoPINN's `get_image_patches` and `reassemble_position`."""
 
 import numpy as np
-from keras import ops
 
 from ptycho_layers import functional
 from ptycho_layers import placement
 from ptycho_layers import validation
+from ptycho_layers.backends import keras_ops as ops
 
 __all__ = ["get_image_patches", "reassemble_position"]
 

@@ -1,4 +1,4 @@
-"""Deploying the layer: saving and loading, SavedModel export, XLA, tf.data,
+"""Deploying the layer: saving and loading, SavedModel export, XLA,
 distribution, gradients, training the held object, mixed precision.
 
 Anything that must not see the state of the test process (a saved model
@@ -279,33 +279,7 @@ def test_xla_compiled_equals_eager(batched):
     np.testing.assert_array_equal(model.predict(offsets, verbose=0, batch_size=2), eager_held)
 
 
-# ---------------------------------------------------------------------------
-# 4. tf.data.
-
-
-@tensorflow_only
-@pytest.mark.parametrize("batched", [True, False])
-def test_tf_data_map(batched):
-    import tensorflow as tf
-
-    image = asymmetric_object(20, 24, "complex64")
-    offsets = fractional_offsets(7, 3, 20, 24, seed=3)
-    images = np.stack([asymmetric_object(20, 24, seed=s) for s in range(7)])
-
-    held = PatchExtraction(6, batched=batched, image=image)
-    mapped = tf.data.Dataset.from_tensor_slices(offsets).batch(3).map(
-        held, num_parallel_calls=tf.data.AUTOTUNE
-    )
-    got = np.concatenate([p.numpy() for p in mapped])
-    np.testing.assert_array_equal(got, numpy(held(offsets)))
-
-    two = PatchExtraction(6, batched=batched)
-    mapped = tf.data.Dataset.from_tensor_slices((images, offsets)).batch(3).map(
-        lambda i, o: two((i, o)), num_parallel_calls=tf.data.AUTOTUNE
-    )
-    got = np.concatenate([p.numpy() for p in mapped])
-    np.testing.assert_array_equal(got, numpy(two((images, offsets))))
-    np.testing.assert_allclose(got, oracle_patches(images, offsets, 6), atol=1e-5)
+# 4. tf.data: tests/test_layer_calls.py (every backend).
 
 
 # ---------------------------------------------------------------------------

@@ -19,14 +19,25 @@ them through `current()` and never names a backend itself:
 - `SPLITS_BATCH`: whether taking a large batch in pieces saves memory
   (XLA writes each piece into the output in place).
 - `differentiable(forward, gradients)`: the backend's compiled, differentiable
-  form of a two-argument operator (see `ptycho_layers.operators`).
+  form of a two-argument operator (see `functional._extraction`).
+
+The math calls `keras.ops` through `keras_ops`, which is `keras.ops` itself
+except inside `graph_scope_for`: there (TensorFlow tensors under JAX or
+PyTorch, as in `tf.data.Dataset.map`) both `keras_ops` and `current()`
+give TensorFlow's implementations.
 """
 
+import contextlib
+import functools
 import importlib
+import sys
+import threading
 
 import keras
+from keras import tree
+from keras.src.backend import standardize_dtype
 
-__all__ = ["SUPPORTED", "current", "name"]
+__all__ = ["SUPPORTED", "current", "name", "keras_ops", "graph_scope_for"]
 
 SUPPORTED = ("tensorflow", "jax", "torch")
 
@@ -46,7 +57,7 @@ def current():
     kernels ask for it while TensorFlow, JAX or `torch.compile` trace them,
     and tracing the import machinery fails (`torch.compile`) or warns
     (AutoGraph)."""
-    backend = name()
+    backend = "tensorflow" if _SCOPE.tensorflow_graph else name()
     module = _LOADED.get(backend)
     if module is None:
         if backend not in SUPPORTED:
@@ -57,3 +68,74 @@ def current():
         module = importlib.import_module(f"ptycho_layers.backends.{backend}")
         _LOADED[backend] = module
     return module
+
+
+class _Scope(threading.local):
+    tensorflow_graph = False
+
+
+_SCOPE = _Scope()
+
+
+def _is_tensorflow_tensor(value):
+    tf = sys.modules.get("tensorflow")
+    return tf is not None and isinstance(value, tf.Tensor)
+
+
+@contextlib.contextmanager
+def graph_scope_for(inputs):
+    """Run the operators in TensorFlow ops while `inputs` are TensorFlow
+    tensors under another backend: a `tf.data.Dataset.map`, which traces
+    its function into a TensorFlow graph whatever Keras's backend (Keras's
+    own preprocessing layers switch to TensorFlow there too). Elsewhere,
+    this does nothing.
+
+    Decided from the inputs, not from TensorFlow's state: JAX's export
+    traces JAX code inside a TensorFlow graph, with JAX tracers as inputs.
+    """
+    switch = (
+        name() != "tensorflow"
+        and not _SCOPE.tensorflow_graph
+        and any(_is_tensorflow_tensor(x) for x in tree.flatten(inputs))
+    )
+    if not switch:
+        yield False
+        return
+    _SCOPE.tensorflow_graph = True
+    try:
+        yield True
+    finally:
+        _SCOPE.tensorflow_graph = False
+
+
+class _KerasOps:
+    """`keras.ops`, or, inside `graph_scope_for`, Keras's TensorFlow
+    implementations of the same functions, which take TensorFlow tensors
+    under any backend. The math in `ptycho_layers.ops` calls `keras.ops`
+    through this."""
+
+    def __getattr__(self, op):
+        if _SCOPE.tensorflow_graph:
+            return _tensorflow_op(op)
+        return getattr(keras.ops, op)
+
+
+keras_ops = _KerasOps()
+
+
+@functools.lru_cache(maxsize=None)
+def _tensorflow_op(op):
+    if op == "dtype":
+        return lambda x: standardize_dtype(x.dtype)
+    implementation = importlib.import_module("keras.src.backend.tensorflow")
+    for group in ("numpy", "core", "math", "nn", "linalg"):
+        function = getattr(getattr(implementation, group), op, None)
+        if function is not None:
+            return function
+    raise AttributeError(f"No TensorFlow implementation of keras.ops.{op}")
+
+
+# Loaded now, not first inside a traced kernel (see `current`); another
+# Keras backend is refused when the operators are used.
+if name() in SUPPORTED:
+    current()

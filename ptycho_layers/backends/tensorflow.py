@@ -12,7 +12,8 @@ outside them (`differentiable`).
 import functools
 
 import tensorflow as tf
-from keras import ops
+
+from ptycho_layers.backends import keras_ops as ops
 
 __all__ = [
     "NAME",

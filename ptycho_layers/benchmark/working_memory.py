@@ -56,19 +56,25 @@ def compiled_temp_bytes(images, offsets, patch_size):
     """Working memory of the layer's compiled extraction on these inputs,
     in bytes, or None where it cannot be read (see the module docstring).
     On TensorFlow the pass must already have run in this process."""
+    from ptycho_layers import backends as operator_backends
     from ptycho_layers import functional
 
-    return _temp_bytes(lambda: functional._extraction(patch_size), images, offsets)
+    backend = operator_backends.current()
+    return _temp_bytes(
+        lambda: functional._extraction(patch_size, backend), images, offsets
+    )
 
 
 def placement_temp_bytes(patches, offsets, image_shape):
     """As `compiled_temp_bytes`, for `place_patches` of (B, N, N, c)
     `patches` into one (H, W) = `image_shape` object."""
+    from ptycho_layers import backends as operator_backends
     from ptycho_layers import placement
 
     height, width = image_shape
+    backend = operator_backends.current()
     return _temp_bytes(
-        lambda: placement._placement(height, width, False), patches, offsets
+        lambda: placement._placement(height, width, False, backend), patches, offsets
     )
 
 

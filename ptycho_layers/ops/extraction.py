@@ -12,10 +12,10 @@ Shapes: `images` (Bi, H, W), Bi being 1 (one object shared by every row of
 offsets) or B; `offsets` (B, c, 2) [x, y]; the result (B, N, N, c).
 """
 
-from keras import ops
 from keras.src.backend import standardize_dtype
 
 from ptycho_layers import backends
+from ptycho_layers.backends import keras_ops as ops
 from ptycho_layers.ops import geometry
 from ptycho_layers.ops import runs
 

@@ -14,8 +14,9 @@ Shapes: `offsets` (B, c, 2) [x, y]; `x`, `y` (b, c); images (Bi, H, W),
 Bi being 1 (one object for every row of offsets) or B.
 """
 
-from keras import ops
 from keras.src.backend import standardize_dtype
+
+from ptycho_layers.backends import keras_ops as ops
 
 __all__ = [
     "COMPLEX",

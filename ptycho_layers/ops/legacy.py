@@ -6,10 +6,10 @@ whole-image coordinates, and keep the top-left NxN. O(H*W) work per patch,
 one patch after another.
 """
 
-from keras import ops
 from keras.src.backend import standardize_dtype
 
 from ptycho_layers import backends
+from ptycho_layers.backends import keras_ops as ops
 from ptycho_layers.ops import geometry
 
 __all__ = ["extract_patches_legacy", "place_patches_legacy"]

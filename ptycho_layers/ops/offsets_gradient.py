@@ -7,10 +7,10 @@ derivative is the blend with -inside[n] and inside[n+1] in place of the
 weights along that axis.
 """
 
-from keras import ops
 from keras.src.backend import standardize_dtype
 
 from ptycho_layers import backends
+from ptycho_layers.backends import keras_ops as ops
 from ptycho_layers.ops import extraction
 from ptycho_layers.ops import geometry
 from ptycho_layers.ops.placement import real_parts

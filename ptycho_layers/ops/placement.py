@@ -13,10 +13,10 @@ linear with real weights, maps it to the object's gradient in the same
 convention.
 """
 
-from keras import ops
 from keras.src.backend import standardize_dtype
 
 from ptycho_layers import backends
+from ptycho_layers.backends import keras_ops as ops
 from ptycho_layers.ops import extraction
 from ptycho_layers.ops import geometry
 from ptycho_layers.ops import runs

@@ -23,9 +23,9 @@ Shapes: `images` (Bi, H, W); `image_index` (b,) int32; `x_start`,
 `y_start` (b, c) int32 window starts in object coordinates; `size` = N+1.
 """
 
-from keras import ops
 
 from ptycho_layers import backends
+from ptycho_layers.backends import keras_ops as ops
 
 __all__ = [
     "available",
