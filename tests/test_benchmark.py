@@ -7,6 +7,7 @@ positive, finite times and outputs that match the oracle.
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -404,3 +405,20 @@ def test_measured_memory_sees_the_output(tmp_path):
     assert row["estimate_bytes"] == output_bytes
     assert row["peak_rss_bytes"] >= 0.95 * output_bytes
     assert row["peak_rss_bytes"] < 4 * output_bytes
+
+
+def test_command_line_starts_quietly():
+    """`python -m ptycho_layers.benchmark` prints none of TensorFlow's C++
+    start-up log lines (absl's notice, `I0000 ... port.cc`, `E0000 ...
+    cuInit`), with TF_CPP_MIN_LOG_LEVEL unset as in a user's shell."""
+    env = dict(os.environ, KERAS_BACKEND=BACKEND)
+    env.pop("TF_CPP_MIN_LOG_LEVEL", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "ptycho_layers.benchmark", "--help"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "usage:" in done.stdout
+    output = done.stdout + done.stderr
+    assert "absl::InitializeLog" not in output, output[-2000:]
+    assert re.search(r"^[IWEF]\d{4} ", output, re.MULTILINE) is None, output[-2000:]
