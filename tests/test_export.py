@@ -7,6 +7,7 @@ TensorFlow, `torch.onnx` on PyTorch. Keras's JAX route (jax2onnx) cannot
 trace the layers (see the README), so the ONNX tests skip there.
 """
 
+import functools
 import importlib.util
 
 import keras
@@ -280,6 +281,44 @@ def test_complex_object_as_two_real_onnx_models(tmp_path):
         parts.append(onnx_run(tmp_path / f"{name}.onnx", offsets))
     got = (parts[0] + 1j * parts[1]).astype("complex64")
     assert_patches(got, expected, oracle_patches(image[None], offsets, N))
+
+
+@pytest.mark.slow
+@needs_onnx
+@pytest.mark.parametrize("argument", ["images", "patches"])
+def test_complex_inputs_as_real_parts_through_one_onnx_model(tmp_path, argument):
+    """Likewise for complex inputs: one real model, run on the real and the
+    imaginary parts, gives the complex model's output."""
+    rng = np.random.default_rng(5)
+    offsets = exercising_offsets(6, seed=5, finite=True)
+    if argument == "images":
+        values = np.stack(
+            [asymmetric_object(HEIGHT, WIDTH, "complex64", seed=s) for s in range(6)]
+        )
+        make_layer = functools.partial(PatchExtraction, N)
+        oracle = oracle_patches(values, offsets, N)
+    else:
+        shape = (6, N, N, GROUPS)
+        values = (rng.normal(size=shape) + 1j * rng.normal(size=shape)).astype("complex64")
+        make_layer = functools.partial(PatchPlacement, (HEIGHT, WIDTH))
+        oracle = oracle_place(values, offsets, (HEIGHT, WIDTH), per_row=True)
+    outputs = {}
+    for dtype in ("complex64", "float32"):
+        first = keras.Input(values.shape[1:], dtype=dtype, name=argument)
+        offsets_in = keras.Input((GROUPS, 2), name="offsets")
+        model = keras.Model([first, offsets_in], make_layer()((first, offsets_in)))
+        if dtype == "complex64":
+            outputs[dtype] = predict(model, [values, offsets])
+            continue
+        predict(model, [values.real, offsets])
+        model.export(str(tmp_path / "real.onnx"), format="onnx", verbose=False)
+        parts = [
+            onnx_run(tmp_path / "real.onnx", part.astype("float32"), offsets)
+            for part in (values.real, values.imag)
+        ]
+        outputs[dtype] = (parts[0] + 1j * parts[1]).astype("complex64")
+    np.testing.assert_allclose(outputs["float32"], outputs["complex64"], **SAME)
+    np.testing.assert_allclose(outputs["float32"], oracle, **ORACLE)
 
 
 # ---------------------------------------------------------------------------
