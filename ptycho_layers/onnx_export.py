@@ -25,7 +25,10 @@ _FORCED = []
 
 def exporting():
     """Whether the caller runs for an ONNX export: inside Keras's
-    `model.export(..., format="onnx")` or a `for_onnx()` block."""
+    `model.export(..., format="onnx")` (a function of Keras's ONNX
+    exporter module is on the call stack; `tests/test_export.py` fails if
+    Keras moves it) or a `for_onnx()` block. It walks the stack, so the
+    callers ask only while tracing or for a complex dtype."""
     if _FORCED:
         return True
     frame = sys._getframe(1)
