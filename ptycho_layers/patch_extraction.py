@@ -7,6 +7,7 @@ from keras.src.backend import standardize_dtype
 from ptycho_layers import functional
 from ptycho_layers import held_image
 from ptycho_layers import layer_calls
+from ptycho_layers import onnx_export
 from ptycho_layers import validation
 from ptycho_layers.backends import keras_ops as ops
 
@@ -224,6 +225,9 @@ class PatchExtraction(keras.layers.Layer):
             images = ops.expand_dims(self.image, 0)
         else:
             images, offsets = functional.prepare_inputs(images, offsets)
+        onnx_export.check_real(
+            images.dtype, "image" if self.holds_image else "images"
+        )
         patches = functional.dispatch(
             images, offsets, self.patch_size, self.batched
         )

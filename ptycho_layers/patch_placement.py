@@ -3,6 +3,7 @@
 import keras
 
 from ptycho_layers import layer_calls
+from ptycho_layers import onnx_export
 from ptycho_layers import placement
 from ptycho_layers import validation
 
@@ -97,6 +98,7 @@ class PatchPlacement(keras.layers.Layer):
     def call(self, inputs):
         patches, offsets = placement.prepare_patches(*self._split(inputs))
         self._check_shapes(patches.shape, offsets.shape)
+        onnx_export.check_real(patches.dtype, "patches")
         if self.normalize:
             image, _ = placement.normalized(
                 patches, offsets, self.image_shape, self.crop, self.batched, True

@@ -9,11 +9,14 @@ gradients run as XLA-compiled functions, tied together by a custom gradient
 outside them (`differentiable`).
 """
 
+import contextlib
 import functools
 
 import tensorflow as tf
 
 from ptycho_layers.backends import keras_ops as ops
+
+from ptycho_layers import onnx_export
 
 __all__ = [
     "NAME",
@@ -116,6 +119,23 @@ def _add(dtype):
 
 take_runs = _take_runs if _xla() is not None else None
 add_runs = _add_runs if _xla() is not None else None
+# True while a kernel is traced for ONNX (`_portable`).
+_PORTABLE = False
+
+
+@contextlib.contextmanager
+def _portable():
+    """The kernels as plain TensorFlow operations that ONNX has, for the
+    trace of an ONNX export: the element gather and scatter instead of
+    XLA's runs, no conditionals, the batch in one piece. The same
+    numbers (each window entry is read, weighted and summed alike)."""
+    global take_runs, add_runs, SPLITS_BATCH, _PORTABLE
+    saved = take_runs, add_runs, SPLITS_BATCH, _PORTABLE
+    take_runs, add_runs, SPLITS_BATCH, _PORTABLE = None, None, False, True
+    try:
+        yield
+    finally:
+        take_runs, add_runs, SPLITS_BATCH, _PORTABLE = saved
 
 
 def fusion_boundary(fn, predicate):
@@ -123,7 +143,10 @@ def fusion_boundary(fn, predicate):
     whose branches are both `fn` (an optimisation barrier is dropped on
     CPU); `predicate` is any scalar bool computed from the data. XLA turns
     a conditional whose branches hold only elementwise operations into a
-    select, so `fn` must hold a gather or a transpose."""
+    select, so `fn` must hold a gather or a transpose. Plainly `fn()` in
+    an ONNX export's trace."""
+    if _PORTABLE:
+        return fn()
     return ops.cond(predicate, fn, fn)
 
 
@@ -141,7 +164,12 @@ def differentiable(forward, gradients):
     and cached (inlined under an enclosing `jit_compile=True`). The custom
     gradient sits outside them, so in a graph a gradient nobody asks for
     (say, with respect to constant offsets) is pruned instead of computed.
+
+    Traced for an ONNX export (`onnx_export.exporting()`), `forward` runs
+    uncompiled as ONNX-convertible operations instead (`_portable`); no
+    converter reads an XLA function.
     """
+    plain = forward
     forward = tf.function(forward, jit_compile=True)
     d_x, d_offsets = (tf.function(fn, jit_compile=True) for fn in gradients)
 
@@ -157,4 +185,10 @@ def differentiable(forward, gradients):
         # would otherwise try to derive one for the compiled function.
         return forward(tf.stop_gradient(x), tf.stop_gradient(offsets)), gradient
 
-    return operator
+    def dispatch(x, offsets):
+        if not tf.executing_eagerly() and onnx_export.exporting():
+            with _portable():
+                return plain(x, offsets)
+        return operator(x, offsets)
+
+    return dispatch

@@ -1,0 +1,71 @@
+"""ONNX export: knowing that it is under way, and refusing what ONNX
+cannot hold.
+
+Keras's `model.export(path, format="onnx")` traces the model once, then
+converts the trace (tf2onnx on TensorFlow, `torch.onnx` on PyTorch). The
+TensorFlow backend's fast path is XLA-compiled, which no converter reads:
+while an export traces it, it runs instead as plain operations ONNX has
+(see `backends.tensorflow.differentiable`), with the same numbers. ONNX
+Runtime has no complex arithmetic, so complex objects and patches are
+refused here, when the export traces the layer, rather than by a converter
+or a runtime later.
+"""
+
+import contextlib
+import sys
+
+from keras.src.backend import standardize_dtype
+
+__all__ = ["exporting", "for_onnx", "check_real"]
+
+# The module whose functions run the trace in `model.export(format="onnx")`.
+_KERAS_EXPORTER = "keras.src.export.onnx"
+_FORCED = []
+
+
+def exporting():
+    """Whether the caller runs for an ONNX export: inside Keras's
+    `model.export(..., format="onnx")` (a function of Keras's ONNX
+    exporter module is on the call stack; `tests/test_export.py` fails if
+    Keras moves it) or a `for_onnx()` block. It walks the stack, so the
+    callers ask only while tracing or for a complex dtype."""
+    if _FORCED:
+        return True
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_globals.get("__name__") == _KERAS_EXPORTER:
+            return True
+        frame = frame.f_back
+    return False
+
+
+@contextlib.contextmanager
+def for_onnx():
+    """Trace the layers as for ONNX outside `model.export`, e.g. around
+    `tf2onnx.convert.from_keras(model)` or a `tf.function` handed to
+    another converter."""
+    _FORCED.append(True)
+    try:
+        yield
+    finally:
+        _FORCED.pop()
+
+
+def check_real(dtype, argument):
+    """Raise ValueError if an ONNX export traces a complex `argument`.
+
+    Args:
+        dtype: the tensor's dtype; argument: its name, for the message.
+    """
+    dtype = standardize_dtype(dtype)
+    if dtype not in ("complex64", "complex128") or not exporting():
+        return
+    raise ValueError(
+        f"Cannot export {argument} of dtype {dtype} to ONNX: ONNX Runtime "
+        "has no complex arithmetic. Export real models instead: for a "
+        "held complex object, one model holding its real part and one "
+        "holding its imaginary part (extraction and placement are linear, "
+        "so the patches are the first plus i times the second); for "
+        "complex inputs, pass the real and imaginary parts through the same "
+        f"real model. Received: {argument} of dtype {dtype}"
+    )
