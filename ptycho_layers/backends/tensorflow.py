@@ -23,6 +23,8 @@ __all__ = [
     "add_at",
     "take_runs",
     "add_runs",
+    "padded_patches",
+    "padded_placement",
     "fusion_boundary",
     "differentiable",
 ]
@@ -115,6 +117,12 @@ def _add(dtype):
 
 take_runs = _take_runs if _xla() is not None else None
 add_runs = _add_runs if _xla() is not None else None
+
+
+# XLA gathers and adds the windows as runs (`ops.runs`), with no padded
+# copy of the object: the shared kernels serve.
+padded_patches = None
+padded_placement = None
 
 
 def fusion_boundary(fn, predicate):
