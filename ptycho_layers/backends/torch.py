@@ -93,18 +93,20 @@ def _from_pairs(pairs, dtype):
     return pairs[..., 0].to(dtype)
 
 
-def _corners(x, y, image_index, height, width, patch_size):
+def _corners(x, y, finite, image_index, height, width, patch_size):
     """Where each window lies in the object padded by N+1, and its blend.
 
     Args:
-        x, y: (b, c) sanitized offsets (coordinate dtype); image_index:
-            (b,) int32.
+        x, y: (b, c) sanitized offsets (coordinate dtype); finite: (b, c)
+            bool; image_index: (b,) int32.
 
     Returns:
-        (image, row, col, fx, fy): (b, c) int64 image and first padded row
-        and column of each window, clamped into [0, extent + N + 1]
+        (image, row, col, fx, fy, nan): (b, c) int64 image and first padded
+        row and column of each window, clamped into [0, extent + N + 1]
         (beyond, a window lies wholly in the padding, so clamping changes
-        nothing); fx, fy (b, c, 1, 1, 1), the fractions.
+        nothing); fx, fy (b, c, 1, 1, 1), the fractions; nan (b, c, 1, 1,
+        1), 0, or NaN where the offset was not finite. Each is realised
+        (`_realised`), once, before the loops that read it.
     """
     size = patch_size + 1
     x_floor, y_floor = torch.floor(x), torch.floor(y)
@@ -112,10 +114,18 @@ def _corners(x, y, image_index, height, width, patch_size):
     col = torch.clamp(x_floor.long() - half, -size, width) + size
     row = torch.clamp(y_floor.long() - half, -size, height) + size
     image = image_index.long()[:, None].expand_as(row)
-    fraction = (1,) * 3
-    return image, row, col, (x - x_floor).reshape(x.shape + fraction), (
-        y - y_floor
-    ).reshape(y.shape + fraction)
+    nan = torch.where(finite, 0.0, float("nan")).to(x.dtype)
+    blend = [(x - x_floor), (y - y_floor), nan]
+    blend = [_realised(value).reshape(value.shape + (1, 1, 1)) for value in blend]
+    return (_realised(image), _realised(row), _realised(col), *blend)
+
+
+def _realised(value):
+    """`value`, computed on its own under inductor: an identity
+    `as_strided` view, which inductor cannot inline. Without it, inductor
+    recomputes the offsets' whole sanitizing for every patch entry, and
+    split the blend in two loops with a buffer between (2x slower)."""
+    return torch.as_strided(value, value.shape, value.stride())
 
 
 def _window_view(padded, size):
@@ -167,6 +177,58 @@ def _add_windows(windows, image, row, col, shape):
     return total.reshape(shape)
 
 
+def _compiling():
+    """Whether `torch.compile` or `torch.export` is tracing: a question
+    about the caller, answered while tracing, not a branch on data."""
+    return torch.compiler.is_compiling()
+
+
+def _blend_fused(window, x0, x1, y0, y1):
+    """The blend of windows (b, c, N+1, N+1, q) with per-window weights
+    (b, c, 1, 1, 1) for columns (x0, x1) and rows (y0, y1), as one
+    expression: inductor makes it one loop with the gather (a shared
+    intermediate would get a buffer of its own)."""
+
+    def across(rows):
+        return x0 * window[:, :, rows, :-1] + x1 * window[:, :, rows, 1:]
+
+    return y0 * across(slice(None, -1)) + y1 * across(slice(1, None))
+
+
+def _blend_eager(window, x0, x1, y0, y1):
+    """`_blend_fused` op by op: two products and two in-place
+    multiply-adds, so only one intermediate as large as the patches."""
+    across = window[:, :, :, :-1] * x0
+    across.addcmul_(window[:, :, :, 1:], x1)
+    patches = across[:, :, :-1] * y0
+    return patches.addcmul_(across[:, :, 1:], y1)
+
+
+def _spread_fused(values, x0, x1, y0, y1):
+    """The adjoint of the blend: values (b, c, N, N, q) -> windows
+    (b, c, N+1, N+1, q), entry n receiving entry n with weight x0 (y0) and
+    n - 1 with x1 (y1). Four shifted products and no shared intermediate,
+    so that inductor computes it inside the scatter that reads it."""
+    pad = torch.nn.functional.pad
+
+    def term(x, y, left, top):
+        return pad((values * x) * y, (0, 0, left, 1 - left, top, 1 - top))
+
+    return term(x0, y0, 0, 0) + term(x1, y0, 1, 0) + term(x0, y1, 0, 1) + term(x1, y1, 1, 1)
+
+
+def _spread_eager(values, x0, x1, y0, y1):
+    """`_spread_fused` op by op, into zeros with in-place multiply-adds."""
+    b, c, n, _, q = values.shape
+    across = values.new_zeros((b, c, n, n + 1, q))
+    across[:, :, :, :-1].addcmul_(values, x0)
+    across[:, :, :, 1:].addcmul_(values, x1)
+    windows = values.new_zeros((b, c, n + 1, n + 1, q))
+    windows[:, :, :-1].addcmul_(across, y0)
+    windows[:, :, 1:].addcmul_(across, y1)
+    return windows
+
+
 def padded_patches(images, image_index, x, y, finite, patch_size):
     """Bilinear patches from the zero-padded object (see the module's note).
 
@@ -182,15 +244,15 @@ def padded_patches(images, image_index, x, y, finite, patch_size):
     """
     size = patch_size + 1
     _, height, width = images.shape
-    image, row, col, fx, fy = _corners(x, y, image_index, height, width, patch_size)
+    image, row, col, fx, fy, nan = _corners(
+        x, y, finite, image_index, height, width, patch_size
+    )
     pairs = _as_pairs(images, x.dtype)
     padded = torch.nn.functional.pad(pairs, (0, 0, size, size, size, size))
     window = _GatherWindows.apply(padded, image, row, col, size)
-    across = (1 - fx) * window[:, :, :, :-1] + fx * window[:, :, :, 1:]
-    patches = (1 - fy) * across[:, :, :-1] + fy * across[:, :, 1:]
-    # Adding NaN (not selecting it) keeps the loop free of branches.
-    nan = torch.where(finite, 0.0, float("nan")).to(patches.dtype)
-    patches = patches + nan.reshape(finite.shape + (1, 1, 1))
+    # NaN in the row weights makes the whole patch NaN, with no branch.
+    weights = (1 - fx, fx, 1 - fy + nan, fy + nan)
+    patches = (_blend_fused if _compiling() else _blend_eager)(window, *weights)
     return _from_pairs(patches, images.dtype).permute(0, 2, 3, 1)
 
 
@@ -209,16 +271,14 @@ def padded_placement(patches, image_index, x, y, finite, image_shape):
     count, height, width = image_shape
     patch_size = patches.shape[1]
     size = patch_size + 1
-    image, row, col, fx, fy = _corners(x, y, image_index, height, width, patch_size)
+    image, row, col, fx, fy, _ = _corners(
+        x, y, finite, image_index, height, width, patch_size
+    )
     values = _as_pairs(patches, x.dtype).permute(0, 3, 1, 2, 4)
     # A patch at a non-finite offset adds nothing, NaN values included.
     values = torch.where(finite[:, :, None, None, None], values, 0.0)
-    pad = torch.nn.functional.pad
-    # Entry n of the spread receives entry n (weight 1 - f) and n - 1 (f).
-    across = pad(values * (1 - fx), (0, 0, 0, 1)) + pad(values * fx, (0, 0, 1, 0))
-    windows = pad(across * (1 - fy), (0, 0, 0, 0, 0, 1)) + pad(
-        across * fy, (0, 0, 0, 0, 1, 0)
-    )
+    spread = _spread_fused if _compiling() else _spread_eager
+    windows = spread(values, 1 - fx, fx, 1 - fy, fy)
     shape = (count, height + 2 * size, width + 2 * size, windows.shape[-1])
     total = _add_windows(windows, image, row, col, shape)
     total = total[:, size:size + height, size:size + width]
@@ -232,33 +292,32 @@ def fusion_boundary(fn, predicate):
 
 
 class _Operator(torch.autograd.Function):
-    """Operator number `key` of `_OPERATORS`, (forward, d_x, d_offsets),
-    with its written-out gradients. Defined once, here: `torch.compile`
-    cannot trace the definition of a class."""
+    """`forward(x, offsets)` with its written-out gradients `d_x` and
+    `d_offsets`, each (x, offsets, upstream) -> gradient. Defined once,
+    here, with the functions as arguments: `torch.compile` traces through
+    the callers' caches, so a class or a registry entry made per operator
+    would be made anew at every trace."""
 
     @staticmethod
-    def forward(x, offsets, key):
-        return _OPERATORS[key][0](x, offsets)
+    def forward(x, offsets, forward, d_x, d_offsets):
+        return forward(x, offsets)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, offsets, key = inputs
+        x, offsets, _, d_x, d_offsets = inputs
         ctx.save_for_backward(x, offsets)
-        ctx.key = key
+        ctx.gradients = (d_x, d_offsets)
 
     @staticmethod
     def backward(ctx, upstream):
         x, offsets = ctx.saved_tensors
-        _, d_x, d_offsets = _OPERATORS[ctx.key]
+        d_x, d_offsets = ctx.gradients
         d_x_value = d_offsets_value = None
         if ctx.needs_input_grad[0]:
             d_x_value = d_x(x, offsets, upstream)
         if ctx.needs_input_grad[1]:
             d_offsets_value = d_offsets(x, offsets, upstream)
-        return d_x_value, d_offsets_value, None
-
-
-_OPERATORS = []
+        return d_x_value, d_offsets_value, None, None, None
 
 
 def differentiable(forward, gradients):
@@ -267,13 +326,11 @@ def differentiable(forward, gradients):
 
     `gradients` (d_x, d_offsets) follow TensorFlow's convention for complex
     values, which is PyTorch's too. A gradient autograd does not need (say,
-    for offsets that do not require it) is not computed. The callers cache
-    the operators they make, so the registry stays small.
+    for offsets that do not require it) is not computed.
     """
-    key = len(_OPERATORS)
-    _OPERATORS.append((forward, *gradients))
+    d_x, d_offsets = gradients
 
     def operator(x, offsets):
-        return _Operator.apply(x, offsets, key)
+        return _Operator.apply(x, offsets, forward, d_x, d_offsets)
 
     return operator
