@@ -125,6 +125,9 @@ def _realised(value):
     `as_strided` view, which inductor cannot inline. Without it, inductor
     recomputes the offsets' whole sanitizing for every patch entry, and
     split the blend in two loops with a buffer between (2x slower)."""
+    # Contiguous first: inductor lays the realised buffer out densely, so
+    # the strides of, say, a broadcast would not describe it.
+    value = value.contiguous()
     return torch.as_strided(value, value.shape, value.stride())
 
 
