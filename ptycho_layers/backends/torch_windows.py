@@ -37,15 +37,20 @@ def _corners(x, y, finite, image_index, height, width, patch_size):
         (image, row, col, fx, fy, nan): (b, c) int64 image and first padded
         row and column of each window, clamped into [0, extent + N + 1]
         (beyond, a window lies wholly in the padding, so clamping changes
-        nothing); fx, fy (b, c, 1, 1, 1), the fractions; nan (b, c, 1, 1,
-        1), 0, or NaN where the offset was not finite. Each is realised
-        (`_realised`), once, before the loops that read it.
+        nothing), and (0, 0), wholly in the padding, where the offset was
+        not finite: such a patch reads only zeros, and what it adds is
+        cropped away, NaN values included; fx, fy (b, c, 1, 1, 1), the
+        fractions; nan (b, c, 1, 1, 1), 0, or NaN where the offset was not
+        finite. Each is realised (`_realised`), once, before the loops
+        that read it.
     """
     size = patch_size + 1
     x_floor, y_floor = torch.floor(x), torch.floor(y)
     half = patch_size // 2
     col = torch.clamp(x_floor.long() - half, -size, width) + size
     row = torch.clamp(y_floor.long() - half, -size, height) + size
+    col = torch.where(finite, col, 0)
+    row = torch.where(finite, row, 0)
     image = image_index.long()[:, None].expand_as(row)
     nan = torch.where(finite, 0.0, float("nan")).to(x.dtype)
     blend = [(x - x_floor), (y - y_floor), nan]
@@ -212,8 +217,6 @@ def padded_placement(patches, image_index, x, y, finite, image_shape):
         x, y, finite, image_index, height, width, patch_size
     )
     values = _as_pairs(patches, x.dtype).permute(0, 3, 1, 2, 4)
-    # A patch at a non-finite offset adds nothing, NaN values included.
-    values = torch.where(finite[:, :, None, None, None], values, 0.0)
     spread = _spread_fused if _compiling() else _spread_eager
     windows = spread(values, 1 - fx, fx, 1 - fy, fy)
     shape = (count, height + 2 * size, width + 2 * size, windows.shape[-1])
