@@ -160,14 +160,27 @@ def _spread_fused(values, x0, x1, y0, y1):
 
 
 def _spread_eager(values, x0, x1, y0, y1):
-    """`_spread_fused` op by op, into zeros, summing in place."""
+    """`_spread_fused` op by op, summing in place. Where autograd is not
+    recording (the usual case: inside `differentiable`'s forward and
+    backward), products are written into their place and one scratch
+    buffer: three buffers as large as the windows, not six."""
     b, c, n, _, q = values.shape
+    recording = torch.is_grad_enabled() and any(
+        t.requires_grad for t in (values, x0, x1, y0, y1)
+    )
     across = values.new_zeros((b, c, n, n + 1, q))
-    across[:, :, :, :-1] += values * x0
-    across[:, :, :, 1:] += values * x1
     windows = values.new_zeros((b, c, n + 1, n + 1, q))
-    windows[:, :, :-1] += across * y0
-    windows[:, :, 1:] += across * y1
+    if recording:
+        across[:, :, :, :-1] += values * x0
+        across[:, :, :, 1:] += values * x1
+        windows[:, :, :-1] += across * y0
+        windows[:, :, 1:] += across * y1
+        return windows
+    scratch = torch.empty_like(across)
+    torch.mul(values, x0, out=across[:, :, :, :-1])
+    across[:, :, :, 1:] += torch.mul(values, x1, out=scratch[:, :, :, 1:])
+    torch.mul(across, y0, out=windows[:, :, :-1])
+    windows[:, :, 1:] += torch.mul(across, y1, out=scratch)
     return windows
 
 
