@@ -105,8 +105,13 @@ class _GatherWindows(torch.autograd.Function):
 
 def _add_windows(windows, image, row, col, shape):
     """Zeros of `shape` (Bi, Hp, Wp, q) with `windows` (b, c, size, size, q)
-    added at (b, c) `image`, `row`, `col`: one `index_add_` of q-vectors,
-    in a fixed order (bitwise reproducible on CPU)."""
+    added at (b, c) `image`, `row`, `col`: one `index_add_` of q-vectors.
+
+    Op by op, ATen adds in a fixed order (bitwise reproducible on CPU).
+    Under `torch.compile`, inductor turns it into parallel atomic adds, so
+    overlapping windows can differ in the last bits from run to run, unless
+    `torch.use_deterministic_algorithms(True)`, under which inductor runs
+    ATen's `index_add_` instead."""
     count, height, width, pairs = shape
     size = windows.shape[2]
     span = torch.arange(size, device=windows.device)
