@@ -31,6 +31,8 @@ __all__ = [
     "add_at",
     "take_runs",
     "add_runs",
+    "padded_patches",
+    "padded_placement",
     "fusion_boundary",
     "differentiable",
 ]
@@ -91,6 +93,12 @@ def add_runs(table, starts, runs):
     return lax.scatter_add(
         table, starts, runs, _run_numbers("scatter", starts), mode="clip"
     )
+
+
+# XLA gathers and adds the windows as runs (`ops.runs`), with no padded
+# copy of the object: the shared kernels serve.
+padded_patches = None
+padded_placement = None
 
 
 def fusion_boundary(fn, predicate):

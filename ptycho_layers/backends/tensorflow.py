@@ -27,6 +27,8 @@ __all__ = [
     "add_at",
     "take_runs",
     "add_runs",
+    "padded_patches",
+    "padded_placement",
     "fusion_boundary",
     "differentiable",
 ]
@@ -136,6 +138,12 @@ def _portable():
         yield
     finally:
         take_runs, add_runs, SPLITS_BATCH, _PORTABLE = saved
+
+
+# XLA gathers and adds the windows as runs (`ops.runs`), with no padded
+# copy of the object: the shared kernels serve.
+padded_patches = None
+padded_placement = None
 
 
 def fusion_boundary(fn, predicate):

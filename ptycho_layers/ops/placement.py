@@ -147,6 +147,9 @@ def place_patches_batched(patches, offsets, image_shape):
         offsets, height, width, patch_size, coord
     )
     image_index = geometry.image_indices(batch, num_images)
+    kernel = backends.current().padded_placement
+    if kernel is not None:  # the backend's own (PyTorch)
+        return kernel(patches, image_index, x, y, finite, image_shape)
     predicate = ops.all(finite)
     sums = None
     # In pieces, each added into the sums in place under XLA: a piece's

@@ -1,0 +1,173 @@
+"""The PyTorch backend's own kernels (`backends/torch.py`): windows of the
+zero-padded object in real pairs, op by op and under `torch.compile`, and
+the written-out gradients tied on by an `autograd.Function`."""
+
+import keras
+import numpy as np
+import pytest
+
+from oracle import asymmetric_object, oracle_patches, oracle_place
+from ptycho_layers import PatchExtraction, extract_patches, place_patches
+from ptycho_layers.ops import offsets_gradient
+
+pytestmark = pytest.mark.skipif(
+    keras.backend.backend() != "torch", reason="the PyTorch backend's kernels"
+)
+
+
+def _offsets(height, width, seed):
+    """(3, 4, 2) offsets of every kind at once: whole and fractional, near
+    and beyond each edge, one NaN and one inf."""
+    rng = np.random.default_rng(seed)
+    offsets = np.stack(
+        [rng.uniform(-9, width + 9, (3, 4)), rng.uniform(-9, height + 9, (3, 4))], -1
+    )
+    offsets[0, 0] = [0.0, 0.0]
+    offsets[0, 1] = [width - 1.0, height - 0.5]
+    offsets[1, 0] = [np.nan, 2.0]
+    offsets[2, 3] = [3.0, np.inf]
+    offsets[1, 2] = [-40.0, 5.25]  # wholly outside
+    return offsets
+
+
+def _finite_patches(values, offsets):
+    """The patches at finite offsets, (K, N, N)."""
+    finite = np.isfinite(offsets).all(-1)
+    return np.moveaxis(values, -1, 1)[finite]
+
+
+@pytest.mark.parametrize(
+    "dtype,atol",
+    [("complex64", 2e-6), ("complex128", 1e-12), ("float64", 1e-12),
+     # float16 objects blend in float32, then round to float16.
+     ("float16", 2e-3)],
+)
+@pytest.mark.parametrize("per_row", [False, True])
+def test_eager_kernels_match_oracle(dtype, atol, per_row):
+    import torch
+
+    height, width, n = 11, 13, 6
+    offsets = _offsets(height, width, seed=1)
+    coord = "float64" if dtype in ("float64", "complex128") else "float32"
+    images = np.stack([asymmetric_object(height, width, dtype, seed=s) for s in range(3)])
+    images = images if per_row else images[:1]
+    patches = extract_patches(torch.tensor(images), torch.tensor(offsets.astype(coord)), n)
+    assert tuple(patches.shape) == (3, n, n, 4)
+    assert str(patches.dtype).endswith(dtype)
+    found = patches.numpy()
+    expected = oracle_patches(images.astype("complex128"), offsets.astype(coord), n)
+    np.testing.assert_allclose(
+        _finite_patches(found, offsets), _finite_patches(expected, offsets),
+        rtol=0, atol=atol,
+    )
+    not_finite = ~np.isfinite(offsets).all(-1)
+    assert np.isnan(np.moveaxis(found, -1, 1)[not_finite]).all()
+
+    values = found.copy()
+    values[np.isnan(values)] = 7  # must not leak from non-finite offsets
+    placed = place_patches(
+        torch.tensor(values), torch.tensor(offsets.astype(coord)), (height, width),
+        per_row=per_row,
+    ).numpy()
+    kept = np.where(np.isfinite(offsets).all(-1)[:, None, None, :], values, 0)
+    offsets_zeroed = np.where(np.isfinite(offsets), offsets, 0.0).astype(coord)
+    expected = oracle_place(kept.astype("complex128"), offsets_zeroed, (height, width), per_row)
+    np.testing.assert_allclose(placed, expected, rtol=0, atol=atol * 40)
+
+
+def test_objects_smaller_than_a_patch():
+    import torch
+
+    image = asymmetric_object(3, 4, "complex64")[None]
+    offsets = np.array([[[1.5, 1.25], [-2.0, 0.0]]], "float32")
+    found = extract_patches(torch.tensor(image), torch.tensor(offsets), 7).numpy()
+    np.testing.assert_allclose(found, oracle_patches(image, offsets, 7), rtol=0, atol=2e-6)
+
+
+def test_gradients_are_the_written_out_ones():
+    """Through the `autograd.Function`: the object's gradient is placement
+    of the upstream (the oracle's), the offsets' is `offsets_gradient`,
+    and integer offsets get none."""
+    import torch
+
+    height, width, n = 12, 10, 5
+    rng = np.random.default_rng(3)
+    image = asymmetric_object(height, width, "complex128")[None]
+    offsets = rng.uniform(-3, 13, (2, 4, 2))
+    upstream = rng.normal(size=(2, n, n, 4)) + 1j * rng.normal(size=(2, n, n, 4))
+    x = torch.tensor(image, requires_grad=True)
+    o = torch.tensor(offsets, requires_grad=True)
+    patches = extract_patches(x, o, n)
+    patches.backward(torch.tensor(upstream))
+    np.testing.assert_allclose(
+        x.grad.numpy(), oracle_place(upstream, offsets, (height, width)), rtol=0, atol=1e-12
+    )
+    expected = offsets_gradient(torch.tensor(image), torch.tensor(offsets), torch.tensor(upstream))
+    np.testing.assert_allclose(o.grad.numpy(), expected.numpy(), rtol=0, atol=1e-12)
+
+    x.grad = None
+    whole = torch.tensor(np.round(offsets).astype("int32"))
+    extract_patches(x, whole, n).backward(torch.tensor(upstream))
+    expected = oracle_place(upstream, np.round(offsets), (height, width))
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["complex128", "float32"])
+def test_compiled_kernels_match_oracle(dtype):
+    """The kernels' `torch.compile` forms (`_blend_fused`,
+    `_spread_fused`) on edges, per-row objects and non-finite offsets."""
+    import torch
+
+    height, width, n = 11, 13, 6
+    offsets = _offsets(height, width, seed=2)
+    coord = "float64" if dtype == "complex128" else "float32"
+    atol = 1e-12 if dtype == "complex128" else 2e-6
+    images = np.stack([asymmetric_object(height, width, dtype, seed=s) for s in range(3)])
+    extract = torch.compile(lambda im, off: extract_patches(im, off, n), fullgraph=True)
+    found = extract(torch.tensor(images), torch.tensor(offsets.astype(coord))).numpy()
+    expected = oracle_patches(images.astype("complex128"), offsets.astype(coord), n)
+    np.testing.assert_allclose(
+        _finite_patches(found, offsets), _finite_patches(expected, offsets),
+        rtol=0, atol=atol,
+    )
+    assert np.isnan(np.moveaxis(found, -1, 1)[~np.isfinite(offsets).all(-1)]).all()
+
+    place = torch.compile(
+        lambda p, off: place_patches(p, off, (height, width), per_row=True), fullgraph=True
+    )
+    values = np.where(np.isnan(found), 7, found)
+    placed = place(torch.tensor(values), torch.tensor(offsets.astype(coord))).numpy()
+    kept = np.where(np.isfinite(offsets).all(-1)[:, None, None, :], values, 0)
+    offsets_zeroed = np.where(np.isfinite(offsets), offsets, 0.0).astype(coord)
+    expected = oracle_place(kept.astype("complex128"), offsets_zeroed, (height, width), True)
+    np.testing.assert_allclose(placed, expected, rtol=0, atol=atol * 40)
+
+
+@pytest.mark.slow
+def test_torch_export_of_both_operators_and_the_layer(tmp_path):
+    """No data-dependent branch: `torch.export` captures both operators,
+    and Keras exports a model holding the layer."""
+    import torch
+
+    image = asymmetric_object(30, 33, "complex64")
+    offsets = torch.tensor(np.random.default_rng(4).uniform(-3, 30, (3, 4, 2)).astype("float32"))
+
+    class Both(torch.nn.Module):
+        def forward(self, im, off):
+            patches = extract_patches(im, off, 8)
+            return patches, place_patches(patches, off, (30, 33))
+
+    images = torch.tensor(image[None])
+    exported = torch.export.export(Both(), (images, offsets)).module()
+    for found, expected in zip(exported(images, offsets), Both()(images, offsets)):
+        np.testing.assert_allclose(found.numpy(), expected.numpy(), rtol=0, atol=1e-6)
+
+    model = keras.Sequential([keras.Input((4, 2)), PatchExtraction(8, image=image)])
+    path = str(tmp_path / "model.pt2")
+    model.export(path, format="torch", verbose=False)
+    loaded = torch.export.load(path).module()
+    # Keras exports for the batch it traced with (1), on every kernel.
+    np.testing.assert_allclose(
+        loaded(offsets[:1]).numpy(), model(offsets[:1]).numpy(), rtol=0, atol=1e-6
+    )
