@@ -132,6 +132,10 @@ def differentiable(forward, gradients):
     d_x, d_offsets = gradients
 
     def operator(x, offsets):
+        if torch.jit.is_tracing():
+            # An ONNX export's trace: no gradient is wanted, and the
+            # exporter cannot see through an autograd.Function.
+            return forward(x, offsets)
         return _Operator.apply(x, offsets, forward, d_x, d_offsets)
 
     return operator

@@ -119,7 +119,14 @@ def _add_windows(windows, image, row, col, shape):
     cols = col[..., None] + span
     positions = rows[..., :, None] * width + cols[..., None, :]
     total = windows.new_zeros((count * height * width, pairs))
-    total.index_add_(0, positions.reshape(-1), windows.reshape(-1, pairs))
+    positions = positions.reshape(-1)
+    values = windows.reshape(-1, pairs)
+    if torch.jit.is_tracing():
+        # The same sum: the ONNX export of a trace writes `index_add_` as a
+        # scatter that keeps one of the values added at the same position.
+        index = positions[:, None].expand(-1, pairs)
+        return total.scatter_add_(0, index, values).reshape(shape)
+    total.index_add_(0, positions, values)
     return total.reshape(shape)
 
 
@@ -169,8 +176,10 @@ def _spread_eager(values, x0, x1, y0, y1):
     backward), products are written into their place and one scratch
     buffer: three buffers as large as the windows, not six."""
     b, c, n, _, q = values.shape
-    recording = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (values, x0, x1, y0, y1)
+    # An ONNX export's trace cannot write `out=` products either.
+    recording = torch.jit.is_tracing() or (
+        torch.is_grad_enabled()
+        and any(t.requires_grad for t in (values, x0, x1, y0, y1))
     )
     across = values.new_zeros((b, c, n, n + 1, q))
     windows = values.new_zeros((b, c, n + 1, n + 1, q))
