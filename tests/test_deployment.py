@@ -286,6 +286,7 @@ def test_xla_compiled_equals_eager(batched):
 # 5. Distribution (TensorFlow; logical devices need a fresh process).
 
 
+@pytest.mark.slow  # a fresh TensorFlow with two logical devices: ~16 s
 @tensorflow_only
 def test_mirrored_strategy_matches_one_device(tmp_path):
     run_python(

@@ -111,7 +111,16 @@ def runs(request, tmp_path_factory):
             process.wait()
 
 
-@pytest.mark.parametrize("name", list(EXAMPLES))
+# The README's quickstart and the two that check the operators' numbers
+# run by default; the others (each a fresh Keras process, together ~30 s
+# on 2 cores) with `-m slow`.
+DEFAULT_RUN = ("quickstart", "reconstruct", "stitch")
+
+
+@pytest.mark.parametrize(
+    "name",
+    [n if n in DEFAULT_RUN else pytest.param(n, marks=pytest.mark.slow) for n in EXAMPLES],
+)
 def test_example_runs(name, runs):
     if not runnable(name):
         pytest.skip(BACKEND_ONLY[name][1])

@@ -103,7 +103,9 @@ def scan(count, seed, grid=None):
     return offsets
 
 
-@pytest.mark.parametrize("M", [10, 8])
+@pytest.mark.parametrize(
+    "M", [10, pytest.param(8, marks=pytest.mark.slow)]  # ~8 s each on TensorFlow
+)
 def test_reassemble_position_follows_the_upstream_rule(M):
     patches = asymmetric_object(12, 12, "complex64")[None, :, :, None] * np.ones((12, 1, 1, 1), "complex64")
     patches = patches * np.exp(1j * np.arange(12))[:, None, None, None].astype("complex64")
@@ -116,6 +118,7 @@ def test_reassemble_position_follows_the_upstream_rule(M):
     np.testing.assert_allclose(found, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.mark.slow  # ~10 s on TensorFlow: the per-patch loop
 def test_reassemble_position_shift_and_sum_agrees_on_a_sixteenth_pixel_grid():
     """Positions on a 1/16-pixel grid are exact in float32 too, so the
     per-patch shift-and-sum and the vectorized path agree to rounding."""
