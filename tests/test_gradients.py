@@ -158,7 +158,9 @@ def test_offsets_gradient_is_zero_for_non_finite_offsets():
 
 
 @pytest.mark.skipif(BACKEND == "tensorflow", reason="TensorFlow uses these gradients itself")
-@pytest.mark.parametrize("dtype", ["complex128", "float64"])
+@pytest.mark.parametrize(
+    "dtype", [pytest.param("complex128", marks=pytest.mark.slow), "float64"]  # ~15 s on JAX
+)
 def test_written_out_gradients_equal_autodiff(dtype):
     """On JAX and PyTorch the kernel is differentiated by autodiff, pieces
     and all: the written-out gradients agree with it."""

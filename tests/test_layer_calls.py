@@ -39,7 +39,8 @@ def _mapped(dataset, fn):
     return np.concatenate([numpy(x) for x in dataset.batch(3).map(fn)])
 
 
-@pytest.mark.parametrize("batched", [True, False])
+# The legacy loops in tf.data: -m slow (a few seconds each on JAX).
+@pytest.mark.parametrize("batched", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_extraction_in_tf_data(batched):
     image = asymmetric_object(20, 24, "complex64")
     images = np.stack([asymmetric_object(20, 24, seed=s) for s in range(7)])
@@ -61,7 +62,8 @@ def test_extraction_in_tf_data(batched):
     np.testing.assert_allclose(got, oracle_patches(images, offsets, 6), atol=1e-5)
 
 
-@pytest.mark.parametrize("batched", [True, False])
+# The legacy loops in tf.data: -m slow (a few seconds each on JAX).
+@pytest.mark.parametrize("batched", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_placement_in_tf_data(batched):
     offsets = _offsets(7, 2, 20, 24, seed=1)
     patches = np.random.default_rng(2).standard_normal((7, 5, 5, 2)).astype("float32")
