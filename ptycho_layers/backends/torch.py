@@ -32,6 +32,7 @@ kernel of their own (`padded_patches`, `padded_placement`, in
 import torch
 from keras import ops
 
+from ptycho_layers.backends import torch_windows
 from ptycho_layers.backends.torch_windows import padded_patches
 from ptycho_layers.backends.torch_windows import padded_placement
 
@@ -79,11 +80,7 @@ def add_at(values, positions, size):
     Not `keras.ops.segment_sum`: on PyTorch it casts the values to float32,
     dropping imaginary parts and float64 precision."""
     total = torch.zeros(size, dtype=values.dtype, device=values.device)
-    if torch.jit.is_tracing():
-        # The same sum: the ONNX export of a trace writes `index_add_` as a
-        # scatter that keeps one of the values added at the same position.
-        return total.scatter_add_(0, positions.long(), values)
-    return total.index_add_(0, positions.long(), values)
+    return torch_windows.add_rows(total, positions.long(), values)
 
 
 def fusion_boundary(fn, predicate):

@@ -8,7 +8,7 @@ offsets in the coordinate dtype; finite (b, c) bool; windows
 
 import torch
 
-__all__ = ["padded_patches", "padded_placement"]
+__all__ = ["padded_patches", "padded_placement", "add_rows"]
 
 
 def _as_pairs(values, coord):
@@ -119,15 +119,19 @@ def _add_windows(windows, image, row, col, shape):
     cols = col[..., None] + span
     positions = rows[..., :, None] * width + cols[..., None, :]
     total = windows.new_zeros((count * height * width, pairs))
-    positions = positions.reshape(-1)
-    values = windows.reshape(-1, pairs)
+    total = add_rows(total, positions.reshape(-1), windows.reshape(-1, pairs))
+    return total.reshape(shape)
+
+
+def add_rows(total, positions, values):
+    """`total` (L, ...) with `values` (M, ...) added in place at int64
+    `positions` (M,) of its first axis; returns `total`."""
     if torch.jit.is_tracing():
         # The same sum: the ONNX export of a trace writes `index_add_` as a
         # scatter that keeps one of the values added at the same position.
-        index = positions[:, None].expand(-1, pairs)
-        return total.scatter_add_(0, index, values).reshape(shape)
-    total.index_add_(0, positions, values)
-    return total.reshape(shape)
+        index = positions.reshape(-1, *[1] * (values.dim() - 1)).expand_as(values)
+        return total.scatter_add_(0, index, values)
+    return total.index_add_(0, positions, values)
 
 
 def _compiling():
