@@ -13,11 +13,11 @@ import numpy as np
 
 
 def _quiet_start():
-    """`ptycho_layers.startup.quiet_start()`, loaded from its file: importing
-    it as `ptycho_layers.startup` would import the package, and with it
+    """`ptycho_layers.benchmark.startup.quiet_start()`, loaded from its file:
+    importing it as a module of the package would import the package, and with it
     Keras, before it could quiet anything."""
     package = importlib.util.find_spec("ptycho_layers")
-    path = os.path.join(os.path.dirname(package.origin), "startup.py")
+    path = os.path.join(os.path.dirname(package.origin), "benchmark", "startup.py")
     spec = importlib.util.spec_from_file_location("_ptycho_startup", path)
     startup = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(startup)

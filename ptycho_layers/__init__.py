@@ -7,7 +7,7 @@ import sys
 # Keras, before any of the benchmark's code runs; Python marks that moment
 # by sys.argv[0] == "-m". Start Keras quietly then, as the examples do.
 if sys.argv[:1] == ["-m"]:
-    from ptycho_layers.startup import quiet_start
+    from ptycho_layers.benchmark.startup import quiet_start
 
     quiet_start()
 

@@ -10,9 +10,8 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "ptycho_layers"
 BACKEND_PACKAGES = ("tensorflow", "jax", "torch")
 # The benchmark times the layer against each backend's own peers (copies,
-# TensorFlow's crop_and_resize), so it may name them too; `startup` imports
-# TensorFlow itself, quietly, for scripts.
-ALLOWED = ("backends", "benchmark", "startup.py")
+# TensorFlow's crop_and_resize), so it may name them too.
+ALLOWED = ("backends", "benchmark")
 MAX_LINES = 300
 
 

@@ -26,6 +26,8 @@ Modules:
 - ``measure``: checking and timing the rows, their ratios, their peak memory.
 - ``timing``: medians, peak memory, the progress bar, machine information.
 - ``scaling``: the object-size and gradient report and the ``--plot`` sweeps.
+- ``startup``: ``quiet_start``, Keras without TensorFlow's start-up log lines
+  (also loaded by the examples).
 - ``placement_scaling``: the same report for placement, with the zeroing
   of the object timed alongside.
 - ``working_memory``: the XLA temp of a compiled forward pass.

@@ -1,14 +1,11 @@
-"""Start Keras without TensorFlow's start-up log lines.
+"""Start Keras without TensorFlow's start-up log lines: `quiet_start()`.
 
-For scripts: call `quiet_start()` before anything imports Keras. The
-examples and the benchmark do.
-
-    from ptycho_layers.startup import quiet_start
-    quiet_start()
-    import keras  # already imported, quietly
-
-Importing `ptycho_layers` itself does not import Keras (its names are
-loaded when first used), so this module can be imported first.
+The benchmark runs it when Python imports the package for `python -m
+ptycho_layers.benchmark` (see `ptycho_layers/__init__.py`); the examples
+load this file directly (`examples/synthetic.py`), since importing it as
+`ptycho_layers.benchmark.startup` imports the package, and with it Keras,
+before it could quiet anything. It names TensorFlow, so it lives with the
+benchmark, which times each backend's own peers too.
 """
 
 import contextlib
