@@ -1,6 +1,8 @@
-"""The PyTorch backend's own kernels (`backends/torch.py`): windows of the
-zero-padded object in real pairs, op by op and under `torch.compile`, and
-the written-out gradients tied on by an `autograd.Function`."""
+"""The PyTorch backend's own kernels (`backends/torch.py`,
+`backends/torch_windows.py`): windows of the zero-padded object in real
+pairs, in each of their forms (in pieces, through the custom ops, fused,
+whole batch), op by op and under `torch.compile`, and the written-out
+gradients tied on by an `autograd.Function`."""
 
 import keras
 import numpy as np
@@ -30,6 +32,23 @@ def _offsets(height, width, seed):
     return offsets
 
 
+# Each form of the kernels (`torch_windows._form`), forced on the CPU; the
+# pieces also a row of the batch at a time, so that a piece boundary falls
+# between every two rows.
+FORMS = ["pieces", "pieces, row by row", "pieces_op", "fused", "whole"]
+
+
+@pytest.fixture(params=FORMS)
+def form(request, monkeypatch):
+    from ptycho_layers.backends import torch_pieces, torch_windows
+
+    name = request.param.split(",")[0]
+    monkeypatch.setattr(torch_windows, "_form", lambda values: name)
+    if "row by row" in request.param:
+        monkeypatch.setattr(torch_pieces, "PIECE_BYTES", 1)
+    return request.param
+
+
 def _finite_patches(values, offsets):
     """The patches at finite offsets, (K, N, N)."""
     finite = np.isfinite(offsets).all(-1)
@@ -43,7 +62,7 @@ def _finite_patches(values, offsets):
      ("float16", 2e-3)],
 )
 @pytest.mark.parametrize("per_row", [False, True])
-def test_eager_kernels_match_oracle(dtype, atol, per_row):
+def test_eager_kernels_match_oracle(dtype, atol, per_row, form):
     import torch
 
     height, width, n = 11, 13, 6
@@ -73,6 +92,25 @@ def test_eager_kernels_match_oracle(dtype, atol, per_row):
     offsets_zeroed = np.where(np.isfinite(offsets), offsets, 0.0).astype(coord)
     expected = oracle_place(kept.astype("complex128"), offsets_zeroed, (height, width), per_row)
     np.testing.assert_allclose(placed, expected, rtol=0, atol=atol * 40)
+
+
+def test_placement_in_pieces_is_reproducible(monkeypatch):
+    """The pieces add windows in batch order whatever the piece size: the
+    same bits row by row as in one piece, call after call."""
+    import torch
+
+    from ptycho_layers.backends import torch_pieces
+
+    rng = np.random.default_rng(5)
+    patches = torch.tensor(rng.normal(size=(6, 7, 7, 4)).astype("float32"))
+    # Crowded: every window overlaps many others.
+    offsets = torch.tensor(rng.uniform(5, 9, (6, 4, 2)).astype("float32"))
+    once = place_patches(patches, offsets, (14, 14))
+    assert torch.equal(place_patches(patches, offsets, (14, 14)), once)
+    monkeypatch.setattr(torch_pieces, "PIECE_BYTES", 1)
+    assert torch.equal(place_patches(patches, offsets, (14, 14)), once)
+    expected = oracle_place(patches.numpy().astype("float64"), offsets.numpy(), (14, 14))
+    np.testing.assert_allclose(once.numpy(), expected, rtol=0, atol=1e-5)
 
 
 def test_objects_smaller_than_a_patch():
@@ -115,8 +153,10 @@ def test_gradients_are_the_written_out_ones():
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["complex128", "float32"])
 def test_compiled_kernels_match_oracle(dtype):
-    """The kernels' `torch.compile` forms (`_blend_fused`,
-    `_spread_fused`) on edges, per-row objects and non-finite offsets."""
+    """Under `torch.compile` on the CPU the kernels run through the custom
+    ops (`ptycho_layers::*_in_pieces`): the same bits as op by op, on
+    edges, per-row objects and non-finite offsets, and the oracle's
+    values."""
     import torch
 
     height, width, n = 11, 13, 6
@@ -126,6 +166,8 @@ def test_compiled_kernels_match_oracle(dtype):
     images = np.stack([asymmetric_object(height, width, dtype, seed=s) for s in range(3)])
     extract = torch.compile(lambda im, off: extract_patches(im, off, n), fullgraph=True)
     found = extract(torch.tensor(images), torch.tensor(offsets.astype(coord))).numpy()
+    eager = extract_patches(torch.tensor(images), torch.tensor(offsets.astype(coord)), n)
+    np.testing.assert_array_equal(found, eager.numpy())
     expected = oracle_patches(images.astype("complex128"), offsets.astype(coord), n)
     np.testing.assert_allclose(
         _finite_patches(found, offsets), _finite_patches(expected, offsets),
@@ -138,6 +180,10 @@ def test_compiled_kernels_match_oracle(dtype):
     )
     values = np.where(np.isnan(found), 7, found)
     placed = place(torch.tensor(values), torch.tensor(offsets.astype(coord))).numpy()
+    eager = place_patches(
+        torch.tensor(values), torch.tensor(offsets.astype(coord)), (height, width), per_row=True
+    )
+    np.testing.assert_array_equal(placed, eager.numpy())
     kept = np.where(np.isfinite(offsets).all(-1)[:, None, None, :], values, 0)
     offsets_zeroed = np.where(np.isfinite(offsets), offsets, 0.0).astype(coord)
     expected = oracle_place(kept.astype("complex128"), offsets_zeroed, (height, width), True)
