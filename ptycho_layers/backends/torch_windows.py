@@ -242,14 +242,14 @@ def padded_patches(images, image_index, x, y, finite, patch_size):
         x, y, finite, image_index, height, width, patch_size
     )
     pairs = _as_pairs(images, x.dtype)
-    padded = torch.nn.functional.pad(pairs, (0, 0, size, size, size, size))
     # NaN in the row weights makes the whole patch NaN, with no branch.
-    form = _form(padded)
+    form = _form(pairs)
     if form == "pieces":
-        patches = torch_pieces.patches_in_pieces(padded, image, row, col, fx, fy + nan, patch_size)
+        patches = torch_pieces.patches_in_pieces(pairs, image, row, col, fx, fy + nan, patch_size)
     elif form == "pieces_op":
-        patches = torch_pieces.patches_op(padded, image, row, col, fx, fy + nan, patch_size)
+        patches = torch_pieces.patches_op(pairs, image, row, col, fx, fy + nan, patch_size)
     else:
+        padded = torch.nn.functional.pad(pairs, (0, 0, size, size, size, size))
         window = _GatherWindows.apply(padded, image, row, col, size)
         weights = (1 - fx, fx, 1 - fy + nan, fy + nan)
         patches = (_blend_fused if form == "fused" else _blend_eager)(window, *weights)
