@@ -113,13 +113,18 @@ def test_placement_in_pieces_is_reproducible(monkeypatch):
     np.testing.assert_allclose(once.numpy(), expected, rtol=0, atol=1e-5)
 
 
-def test_objects_smaller_than_a_patch():
+def test_objects_smaller_than_a_patch(form):
+    """Every window sticks out of a 3x4 object: nothing is read or written
+    outside it."""
     import torch
 
     image = asymmetric_object(3, 4, "complex64")[None]
     offsets = np.array([[[1.5, 1.25], [-2.0, 0.0]]], "float32")
     found = extract_patches(torch.tensor(image), torch.tensor(offsets), 7).numpy()
     np.testing.assert_allclose(found, oracle_patches(image, offsets, 7), rtol=0, atol=2e-6)
+    placed = place_patches(torch.tensor(found), torch.tensor(offsets), (3, 4)).numpy()
+    expected = oracle_place(found.astype("complex128"), offsets, (3, 4))
+    np.testing.assert_allclose(placed, expected, rtol=0, atol=1e-5)
 
 
 def test_gradients_are_the_written_out_ones():

@@ -1,20 +1,22 @@
-"""PyTorch's kernels in pieces (see `backends.torch_windows`): on the CPU,
+"""PyTorch's kernels on the CPU, in pieces (see `backends.torch_windows`):
 the batch a piece of about `PIECE_BYTES` of windows at a time, every
-result written in place.
+result written in place, with no padded copy of the object.
 
 A fresh buffer as large as the output costs, in page faults, as much as
 the arithmetic; a piece's buffers are allocated once per call, reused,
 and stay in cache. Extraction copies each window row whole
 (`index_select` of an `as_strided` view of every run of N+1 pixels) and
 blends with two `lerp`s; placement spreads a piece's patches and adds each
-window with an in-place add of a view of the sums, in batch order.
-`torch.compile` and `torch.export` call both as the custom operators
-`ptycho_layers::patches_in_pieces` and `ptycho_layers::placement_in_pieces`.
+window into a view of the sums, in batch order. Windows that are not
+wholly inside their object (few, at the edges) are handled one by one,
+clipped. `torch.compile` and `torch.export` call both as the custom
+operators `ptycho_layers::patches_in_pieces` and
+`ptycho_layers::placement_in_pieces`.
 
-Shapes: padded (Bi, Hp, Wp, q), the objects zero-padded by N+1 in pairs;
-image, row, col (b, c) int64 window corners (`torch_windows._corners`);
-fx, fy (b, c, 1, 1, 1) weights of the second neighbour; values and
-patches (b, c, N, N, q).
+Shapes: objects (Bi, H, W, q) in pairs (q = 2 for complex values, 1 for
+real ones); image, row, col (b, c) int64 window corners in the objects
+padded by N+1 (`torch_windows._corners`); fx, fy (b, c, 1, 1, 1) weights
+of the second neighbour; values and patches (b, c, N, N, q).
 """
 
 from typing import List
@@ -52,55 +54,87 @@ def spread_into(values, x0, x1, y0, y1, across, windows):
     return windows
 
 
-def _piece_rows(batch, window_bytes, device):
+def _piece_rows(batch, window_bytes):
     """Rows of the batch per piece, rows whose windows take `window_bytes`
-    each (all of a row's groups together); the whole batch off the CPU,
-    where one launch of each kernel beats a loop of them."""
-    if device.type != "cpu":
-        return max(batch, 1)
+    each (all of a row's groups together)."""
     return max(1, min(batch, PIECE_BYTES // max(window_bytes, 1)))
 
 
-def _window_starts(image, row, col, padded_shape):
-    """(b, c) int64 flat index, into the padded objects (Bi, Hp, Wp, q)
-    seen as pixels, of each window's first pixel."""
-    _, height, width, _ = padded_shape
-    return (image * height + row) * width + col
+def _new_output(shape, dtype):
+    """An uninitialised CPU tensor of `shape` and `dtype`, allocated by
+    NumPy, which asks the kernel for transparent huge pages for large
+    arrays (madvise), where PyTorch does not (unless THP_MEM_ALLOC_ENABLE=1
+    is set before it starts): first touching a fresh 32 MB output costs
+    2.2 ms in huge pages against 5.5 ms in 4 KiB pages (default case)."""
+    if 0 in shape:
+        return torch.empty(shape, dtype=dtype)
+    return torch.from_numpy(numpy.empty(shape, torch.empty((), dtype=dtype).numpy().dtype))
 
 
-def _new_output(shape, like):
-    """An uninitialised tensor of `shape` in `like`'s dtype and device; on
-    the CPU allocated by NumPy, which asks the kernel for transparent huge
-    pages for large arrays (madvise), where PyTorch does not (unless
-    THP_MEM_ALLOC_ENABLE=1 is set before it starts): first touching a
-    fresh 32 MB output costs 2.2 ms in huge pages against 5.5 ms in 4 KiB
-    pages (default case, measured on this project's CI machine)."""
-    if like.device.type != "cpu" or 0 in shape:
-        return like.new_empty(shape)
-    dtype = torch.empty((), dtype=like.dtype).numpy().dtype
-    return torch.from_numpy(numpy.empty(shape, dtype))
+def _windows_in_objects(image, row, col, object_shape, size):
+    """Where each window lies in the objects themselves.
+
+    Args:
+        image, row, col: (b, c) int64 corners in the objects padded by
+            `size` (see `torch_windows._corners`).
+        object_shape: (Bi, H, W, q).
+
+    Returns:
+        (starts, inside, edges): starts (b, c) int64, the flat pixel index
+        of each window's first pixel where the window lies wholly inside
+        its object (inside, (b, c) bool), else 0; edges, a list of
+        [b, k, image, top, left] host ints for the other windows, in batch
+        order, with their first row and column in the object (negative or
+        past its end).
+    """
+    _, height, width, _ = object_shape
+    top, left = row - size, col - size
+    inside = (top >= 0) & (top <= height - size) & (left >= 0) & (left <= width - size)
+    starts = torch.where(inside, (image * height + top) * width + left, 0)
+    outside = (~inside).nonzero()
+    if len(outside) == 0:
+        return starts, inside, []
+    b, k = outside.unbind(1)
+    corners = torch.stack([b, k, image[b, k], top[b, k], left[b, k]], 1)
+    return starts, inside, corners.tolist()
 
 
-def _padded_copy(pairs, size):
-    """(Bi, H + 2 size, W + 2 size, q): `pairs` (Bi, H, W, q) zero-padded
-    by `size`, in a `_new_output` buffer (at 2048x2048, 3.2 ms against
-    `torch.nn.functional.pad`'s 9.9 ms, which faults in 4 KiB pages)."""
-    count, height, width, q = pairs.shape
-    padded = _new_output((count, height + 2 * size, width + 2 * size, q), pairs)
-    padded[:, :size].zero_()
-    padded[:, size + height:].zero_()
-    padded[:, size:size + height, :size].zero_()
-    padded[:, size:size + height, size + width:].zero_()
-    padded[:, size:size + height, size:size + width].copy_(pairs)
-    return padded
+def _clipped(top, left, size, height, width):
+    """For a window at (top, left) of an object (H, W): the slices of the
+    object and of the window where they overlap, or None."""
+    rows = (max(top, 0), min(top + size, height))
+    cols = (max(left, 0), min(left + size, width))
+    if rows[0] >= rows[1] or cols[0] >= cols[1]:
+        return None
+    in_object = (slice(*rows), slice(*cols))
+    in_window = (slice(rows[0] - top, rows[1] - top), slice(cols[0] - left, cols[1] - left))
+    return in_object, in_window
+
+
+def _runs(objects, size):
+    """(L, size * q): every run of `size` pixels of `objects` (Bi, H, W, q)
+    contiguous, by its first pixel, or None if there is none; a window row
+    inside an object is one of them, so `index_select` copies whole rows
+    (3.5x faster than indexing a view of the windows element by element)."""
+    q = objects.shape[-1]
+    count = objects.numel() // q - size + 1
+    if count < 1:
+        return None
+    return objects.as_strided((count, size * q), (q, 1))
 
 
 def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size):
-    """`padded_patches`' blend, a piece of the batch at a time.
+    """`torch_windows.padded_patches`' blend, a piece of the batch at a
+    time.
+
+    Windows wholly inside their object are gathered from it as runs; the
+    others (at or beyond an edge, or at non-finite offsets) are zeroed and
+    their overlap with the object copied in, one by one. No padded copy of
+    the object is made: the work is O(K N^2) whatever the object's size.
 
     Args:
-        pairs: (Bi, H, W, q), the objects (padded here by N+1); image,
-            row, col: (b, c) int64 (see `_corners`).
+        pairs: (Bi, H, W, q) objects; image, row, col: (b, c) int64
+            corners in the objects padded by N+1 (see `_corners`).
         fx, fy: (b, c, 1, 1, 1) column and row weights of the second
             neighbour, NaN in fy where the offset was not finite.
         patch_size: N.
@@ -110,26 +144,33 @@ def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size):
     """
     batch, groups = row.shape
     size = patch_size + 1
-    padded = _padded_copy(pairs, size)
-    q = padded.shape[-1]
-    # Every run of `size` pixels of the padded objects, by its first pixel:
-    # each window row is one of them, so `index_select` copies whole rows
-    # (3.5x faster than indexing the windows' view element by element).
-    runs = padded.as_strided((padded.numel() // q - size + 1, size * q), (q, 1))
-    span = torch.arange(size, device=row.device) * padded.shape[2]
-    starts = _window_starts(image, row, col, padded.shape)[..., None] + span
-    patches = _new_output((batch, groups, patch_size, patch_size, q), padded)
-    step = _piece_rows(batch, groups * size * size * q * padded.element_size(), padded.device)
+    objects = pairs.contiguous()
+    _, height, width, q = objects.shape
+    starts, inside, edges = _windows_in_objects(image, row, col, objects.shape, size)
+    # Rows of the windows not inside read the first run (and are replaced).
+    starts = starts[..., None] + torch.where(inside[..., None], torch.arange(size) * width, 0)
+    runs = _runs(objects, size)
+    patches = _new_output((batch, groups, patch_size, patch_size, q), objects.dtype)
+    step = _piece_rows(batch, groups * size * size * q * objects.element_size())
     # One piece's buffers, reused: a fresh buffer per piece is returned to
     # the system when freed, and faulted in again by the next piece.
-    window_buffer = padded.new_empty((step * groups * size, size * q))
-    across_buffer = padded.new_empty((step, groups, size, patch_size, q))
+    window_buffer = objects.new_empty((step * groups * size, size * q))
+    across_buffer = objects.new_empty((step, groups, size, patch_size, q))
+    edges.reverse()  # popped from the end, in batch order
     for first in range(0, batch, step):
         piece = slice(first, first + step)
         count = len(range(batch)[piece])
         window = window_buffer[:count * groups * size]
-        torch.index_select(runs, 0, starts[piece].reshape(-1), out=window)
+        if runs is not None:
+            torch.index_select(runs, 0, starts[piece].reshape(-1), out=window)
         window = window.view(count, groups, size, size, q)
+        while edges and edges[-1][0] < first + count:
+            b, k, index, top, left = edges.pop()
+            edge = window[b - first, k].zero_()
+            overlap = _clipped(top, left, size, height, width)
+            if overlap is not None:
+                in_object, in_window = overlap
+                edge[in_window].copy_(objects[(index,) + in_object])
         # lerp: one pass for (1 - f) a + f b, and NaN for a NaN weight.
         across = across_buffer[:count]
         torch.lerp(window[:, :, :, :-1], window[:, :, :, 1:], fx[piece], out=across)
@@ -137,29 +178,44 @@ def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size):
     return patches
 
 
-def placement_in_pieces(values, image, row, col, fx, fy, padded_shape):
-    """`padded_placement`'s sums, a piece of the batch at a time.
+def placement_in_pieces(values, image, row, col, fx, fy, object_shape):
+    """`torch_windows.padded_placement`'s sums, a piece of the batch at a
+    time, straight into the objects: what falls outside them is dropped.
 
     Args:
         values: (b, c, N, N, q) in the coordinate dtype; image, row, col:
-            (b, c) int64 (see `_corners`); fx, fy: (b, c, 1, 1, 1) weights
-            of the second neighbour.
-        padded_shape: (Bi, Hp, Wp, q), the padded objects.
+            (b, c) int64 corners in the objects padded by N+1 (see
+            `_corners`); fx, fy: (b, c, 1, 1, 1) weights of the second
+            neighbour.
+        object_shape: (Bi, H, W, q).
 
     Returns:
-        (Bi, Hp, Wp, q): the windows added in batch order, each with one
+        (Bi, H, W, q): the windows added in batch order, each with one
         in-place add of a view (bitwise reproducible).
     """
-    batch, groups, patch_size, _, pairs = values.shape
+    batch, groups, patch_size, _, q = values.shape
     size = patch_size + 1
-    total = _new_output(padded_shape, values).zero_()
-    window_strides = (padded_shape[2] * pairs, pairs, 1)
+    _, height, width, _ = object_shape
+    total = _new_output(tuple(object_shape), values.dtype).zero_()
+    window_strides = (width * q, q, 1)
     # Host integers, once: on the CPU this costs no synchronisation.
-    starts = (_window_starts(image, row, col, padded_shape) * pairs).reshape(-1).tolist()
-    step = _piece_rows(batch, groups * size * size * pairs * values.element_size(), values.device)
-    # One piece's buffers, reused (see `_patches_in_pieces`).
-    across_buffer = values.new_empty((step, groups, patch_size, size, pairs))
-    window_buffer = values.new_empty((step, groups, size, size, pairs))
+    starts, inside, edges = _windows_in_objects(image, row, col, object_shape, size)
+    targets = [
+        total.as_strided((size, size, q), window_strides, start) if whole else None
+        for start, whole in zip((starts * q).reshape(-1).tolist(), inside.reshape(-1).tolist())
+    ]
+    # Windows not inside their object, in batch order: (position, the
+    # overlap in the sums or None, the overlap in the window).
+    clipped = []
+    for b, k, index, top, left in reversed(edges):  # popped from the end
+        overlap = _clipped(top, left, size, height, width)
+        in_object, in_window = overlap if overlap else ((), None)
+        target = total[(index,) + in_object] if overlap else None
+        clipped.append((b * groups + k, target, in_window))
+    step = _piece_rows(batch, groups * size * size * q * values.element_size())
+    # One piece's buffers, reused (see `patches_in_pieces`).
+    across_buffer = values.new_empty((step, groups, patch_size, size, q))
+    window_buffer = values.new_empty((step, groups, size, size, q))
     for first in range(0, batch, step):
         piece = slice(first, first + step)
         count = len(range(batch)[piece])
@@ -167,13 +223,19 @@ def placement_in_pieces(values, image, row, col, fx, fy, padded_shape):
             values[piece], 1 - fx[piece], fx[piece], 1 - fy[piece], fy[piece],
             across_buffer[:count], window_buffer[:count],
         )
-        targets = [
-            total.as_strided((size, size, pairs), window_strides, start)
-            for start in starts[first * groups:(first + step) * groups]
-        ]
-        # One call adding window k into target k, in order (on the CPU a
-        # loop in C++: a third faster than a Python loop of `add_`).
-        torch._foreach_add_(targets, windows.reshape(-1, size, size, pairs).unbind(0))
+        low, high = first * groups, (first + count) * groups
+        pairs = list(zip(targets[low:high], windows.reshape(-1, size, size, q).unbind(0)))
+        edged = bool(clipped) and clipped[-1][0] < high
+        while clipped and clipped[-1][0] < high:
+            position, target, in_window = clipped.pop()
+            source = pairs[position - low][1]
+            pairs[position - low] = (target, None if target is None else source[in_window])
+        if edged:
+            pairs = [pair for pair in pairs if pair[0] is not None]
+        if pairs:  # none where every window of the piece falls outside
+            # One call adding source k into target k, in order (on the CPU
+            # a loop in C++: a third faster than a Python loop of `add_`).
+            torch._foreach_add_(*map(list, zip(*pairs)))
     return total
 
 
@@ -206,13 +268,13 @@ def placement_op(
     col: torch.Tensor,
     fx: torch.Tensor,
     fy: torch.Tensor,
-    padded_shape: List[int],
+    object_shape: List[int],
 ) -> torch.Tensor:
     """`placement_in_pieces` as one operator that `torch.compile` and
     `torch.export` call as it is (CPU tensors)."""
-    return placement_in_pieces(values, image, row, col, fx, fy, padded_shape)
+    return placement_in_pieces(values, image, row, col, fx, fy, object_shape)
 
 
 @placement_op.register_fake
-def _(values, image, row, col, fx, fy, padded_shape):
-    return values.new_empty(padded_shape)
+def _(values, image, row, col, fx, fy, object_shape):
+    return values.new_empty(object_shape)

@@ -209,18 +209,20 @@ def _spread_eager(values, x0, x1, y0, y1):
 
 def _form(values):
     """Which form of the kernels runs on `values` (see the module's note):
-    "pieces" op by op; "pieces_op", the same through the custom ops, under
-    `torch.compile` or `torch.export` on the CPU; "fused" under them on
-    other devices; "whole", the whole batch op by op, where an ONNX
+    on the CPU, "pieces" op by op and "pieces_op", the same through the
+    custom ops, under `torch.compile` or `torch.export`; on other devices
+    "fused" under them and "whole" op by op; and "whole", the whole batch
+    op by op, on every device where an ONNX
     export's trace (it would record the pieces' loop as constants) or
     autograd (it cannot differentiate writes into `out=`) records the
     kernel itself. A question about the caller and the device, answered
     while tracing: never a branch on data."""
+    cpu = values.device.type == "cpu"
     if _compiling():
-        return "pieces_op" if values.device.type == "cpu" else "fused"
+        return "pieces_op" if cpu else "fused"
     if torch.jit.is_tracing() or (torch.is_grad_enabled() and values.requires_grad):
         return "whole"
-    return "pieces"
+    return "pieces" if cpu else "whole"
 
 
 def padded_patches(images, image_index, x, y, finite, patch_size):
@@ -277,17 +279,12 @@ def padded_placement(patches, image_index, x, y, finite, image_shape):
     values = _as_pairs(patches, x.dtype).permute(0, 3, 1, 2, 4)
     shape = (count, height + 2 * size, width + 2 * size, values.shape[-1])
     form = _form(values)
-    if form == "pieces" and values.device.type != "cpu":
-        # The pieces add windows one by one from the host; elsewhere one
-        # scatter-add of atomics does better.
-        form = "whole"
-    if form == "pieces":
-        total = torch_pieces.placement_in_pieces(values, image, row, col, fx, fy, shape)
-    elif form == "pieces_op":
-        total = torch_pieces.placement_op(values, image, row, col, fx, fy, list(shape))
-    else:
-        spread = _spread_fused if form == "fused" else _spread_eager
-        windows = spread(values, 1 - fx, fx, 1 - fy, fy)
-        total = _add_windows(windows, image, row, col, shape)
+    if form in ("pieces", "pieces_op"):
+        shape = [count, height, width, values.shape[-1]]
+        place = torch_pieces.placement_in_pieces if form == "pieces" else torch_pieces.placement_op
+        return _from_pairs(place(values, image, row, col, fx, fy, shape), patches.dtype)
+    spread = _spread_fused if form == "fused" else _spread_eager
+    windows = spread(values, 1 - fx, fx, 1 - fy, fy)
+    total = _add_windows(windows, image, row, col, shape)
     total = total[:, size:size + height, size:size + width]
     return _from_pairs(total, patches.dtype)
