@@ -98,8 +98,8 @@ def notes(report):
 
 
 def _timing_note(config):
-    return (f"median of {config['repeats']} calls after 1 warm-up; scaled rows "
-            "time a subset and multiply by K / subset.")
+    return (f"median of {config['repeats']} calls after warm-up calls (at least "
+            "one, for 0.5 s); scaled rows time a subset and multiply by K / subset.")
 
 
 def _extraction_notes(report):

@@ -31,14 +31,29 @@ __all__ = [
 ]
 
 
-def time_calls(fn, repeats, warmup=1, progress=None):
-    """Seconds per call of `fn()` over `repeats` calls, after `warmup`.
+# Warm-up: calls until this many seconds have passed (at least one call,
+# at most WARMUP_CALLS). Beyond tracing and compilation, a process's first
+# fresh buffers can be slow to fault in (on this project's CI machine, a
+# virtual machine, the first ~10 outputs of 32 MB in huge pages took 54 ms
+# each, then 4 ms): one call would not cover them.
+WARMUP_SECONDS = 0.5
+WARMUP_CALLS = 20
 
-    The warm-up calls pay for tracing and compilation, which are left out.
-    Returns the list of times; report their median.
-    """
-    for _ in range(warmup):
+
+def _warm_up(fn):
+    start = time.perf_counter()
+    for _ in range(WARMUP_CALLS):
         backends.block(fn())
+        if time.perf_counter() - start >= WARMUP_SECONDS:
+            break
+
+
+def time_calls(fn, repeats, progress=None):
+    """Seconds per call of `fn()` over `repeats` calls, after warm-up
+    calls (`WARMUP_SECONDS`), which pay for tracing and compilation and
+    are left out. Returns the list of times; report their median.
+    """
+    _warm_up(fn)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -54,13 +69,13 @@ def time_interleaved(fns, repeats, progress=None):
 
     On a shared machine the speed drifts over a run; timing the functions
     one after another would put the drift between them. Here every round
-    times each function once (after one warm-up call each), so drift
-    affects all alike and the ratio of their medians holds.
+    times each function once (after each one's warm-up), so drift affects
+    all alike and the ratio of their medians holds.
 
     Returns {key: list of `repeats` times}.
     """
     for fn in fns.values():
-        backends.block(fn())
+        _warm_up(fn)
     times = {key: [] for key in fns}
     for _ in range(repeats):
         for key, fn in fns.items():
