@@ -94,6 +94,26 @@ def test_eager_kernels_match_oracle(dtype, atol, per_row, form):
     np.testing.assert_allclose(placed, expected, rtol=0, atol=atol * 40)
 
 
+@pytest.mark.parametrize("dtype", ["complex64", "float32"])
+def test_placement_of_patches_laid_out_groups_last(dtype):
+    """Patches contiguous as (B, N, N, c), as a network gives them, are
+    placed as those laid out groups first, as extraction gives them."""
+    import torch
+
+    rng = np.random.default_rng(6)
+    values = rng.normal(size=(5, 6, 6, 4))
+    if dtype == "complex64":
+        values = values + 1j * rng.normal(size=(5, 6, 6, 4))
+    offsets = torch.tensor(rng.uniform(-2, 14, (5, 4, 2)).astype("float32"))
+    groups_last = torch.tensor(values.astype(dtype))
+    groups_first = groups_last.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+    assert groups_last.is_contiguous() and not groups_first.is_contiguous()
+    placed = place_patches(groups_last, offsets, (12, 12))
+    np.testing.assert_array_equal(placed.numpy(), place_patches(groups_first, offsets, (12, 12)).numpy())
+    expected = oracle_place(values, offsets.numpy(), (12, 12))
+    np.testing.assert_allclose(placed.numpy(), expected, rtol=0, atol=1e-5)
+
+
 def test_placement_in_pieces_is_reproducible(monkeypatch):
     """The pieces add windows in batch order whatever the piece size: the
     same bits row by row as in one piece, call after call."""

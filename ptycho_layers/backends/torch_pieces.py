@@ -111,6 +111,11 @@ def _clipped(top, left, size, height, width):
     return in_object, in_window
 
 
+def _as_elements(pairs):
+    """(...) view of (..., q) values: complex for q = 2, real for q = 1."""
+    return torch.view_as_complex(pairs) if pairs.shape[-1] == 2 else pairs[..., 0]
+
+
 def _runs(objects, size):
     """(L, size * q): every run of `size` pixels of `objects` (Bi, H, W, q)
     contiguous, by its first pixel, or None if there is none; a window row
@@ -216,15 +221,26 @@ def placement_in_pieces(values, image, row, col, fx, fy, object_shape):
     # One piece's buffers, reused (see `patches_in_pieces`).
     across_buffer = values.new_empty((step, groups, patch_size, size, q))
     window_buffer = values.new_empty((step, groups, size, size, q))
+    # Patches given groups last, (B, N, N, c) in memory, are first copied
+    # a piece at a time groups first, each value's q parts moved as one
+    # element (complex): 0.8 ms for the default case's 32 MB, where a
+    # spread reading across the groups took 35 ms more.
+    groups_last = groups > 1 and values.stride(1) == q
+    staged = values.new_empty((step, groups, patch_size, patch_size, q)) if groups_last else None
     for first in range(0, batch, step):
         piece = slice(first, first + step)
         count = len(range(batch)[piece])
+        piece_values = values[piece]
+        if groups_last:
+            _as_elements(staged[:count]).copy_(_as_elements(piece_values))
+            piece_values = staged[:count]
         windows = spread_into(
-            values[piece], 1 - fx[piece], fx[piece], 1 - fy[piece], fy[piece],
+            piece_values, 1 - fx[piece], fx[piece], 1 - fy[piece], fy[piece],
             across_buffer[:count], window_buffer[:count],
         )
         low, high = first * groups, (first + count) * groups
-        pairs = list(zip(targets[low:high], windows.reshape(-1, size, size, q).unbind(0)))
+        sources = [window for row in windows.unbind(0) for window in row.unbind(0)]
+        pairs = list(zip(targets[low:high], sources))
         edged = bool(clipped) and clipped[-1][0] < high
         while clipped and clipped[-1][0] < high:
             position, target, in_window = clipped.pop()
