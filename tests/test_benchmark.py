@@ -372,6 +372,23 @@ def test_place_main_in_process(tmp_path, capsys):
     _check_place_report(json.loads(path.read_text()), capsys.readouterr().out)
 
 
+def test_allocator_settings_are_reported(tmp_path, capsys, monkeypatch):
+    """Settings that change how fresh buffers are allocated change most
+    rows' times: the JSON and the table's notes name them."""
+    for name in list(os.environ):
+        if name.startswith("MALLOC_") or name in ("GLIBC_TUNABLES", "THP_MEM_ALLOC_ENABLE"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "1")
+    path = tmp_path / "out.json"
+    status = cli.main(["--quick", "--repeats", "1", "--memory", "analytic",
+                       "--no-progress", "--rows", "copy_numpy", "--json", str(path)])
+    assert status == 0
+    settings = json.loads(path.read_text())["machine"]["allocator_settings"]
+    assert settings == {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "MALLOC_ARENA_MAX": "1"}
+    assert "GLIBC_TUNABLES=glibc.malloc.hugetlb=1 MALLOC_ARENA_MAX=1" in capsys.readouterr().out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("operator", ["extract", "place"])
 def test_command_line_quick_run(tmp_path, operator):

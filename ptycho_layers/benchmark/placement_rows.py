@@ -56,7 +56,8 @@ def case_patches(case):
     """(B, N, N, c) numpy patches to place: the float64 reference
     extraction of the case, in the case's dtype."""
     patches = peers.reference_patches(case.images, case.offsets, case.patch_size)
-    return patches.astype(case.dtype)
+    # C order: copied from a strided array, np.copyto took 4.5 ms, not 1.2.
+    return np.ascontiguousarray(patches.astype(case.dtype))
 
 
 def object_bytes(case):

@@ -90,10 +90,12 @@ def notes(report):
     )
     place = config.get("operator") == "place"
     lines = _placement_notes(report) if place else _extraction_notes(report)
+    settings = machine.get("allocator_settings") or {}
+    allocator = "; " + " ".join(f"{k}={v}" for k, v in settings.items()) if settings else ""
     return lines + [
         f"{machine['cpu_model']}, {machine['cpu_count']} CPUs "
         f"({machine['cpus_usable']} usable); python {machine['python']}, "
-        f"keras {versions['keras']}, {config['backend']} {backend_version}.",
+        f"keras {versions['keras']}, {config['backend']} {backend_version}{allocator}.",
     ]
 
 

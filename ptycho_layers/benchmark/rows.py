@@ -192,7 +192,10 @@ def _layer(row_id):
 
 
 def _copy_numpy(case, settings, reference):
-    source = reference
+    # C order, whatever the layout of the layer's output (PyTorch's is a
+    # view with the groups moved last): copied from a strided array,
+    # np.copyto took 4.5 ms, not 1.2, and would no longer be the floor.
+    source = np.ascontiguousarray(reference)
     # A written copy, not np.empty: its pages must be resident already, or
     # the first copy would count them as new memory.
     target = source.copy()
@@ -211,7 +214,7 @@ def _copy_numpy(case, settings, reference):
 
 
 def _copy_backend(case, settings, reference):
-    source = backends.to_tensor(reference)
+    source = backends.to_tensor(np.ascontiguousarray(reference))
     return Row(
         "copy_backend",
         f"output copy, {backends.native_copy_label()}",

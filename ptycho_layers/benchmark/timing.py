@@ -28,6 +28,7 @@ __all__ = [
     "peak_growth",
     "Progress",
     "machine_info",
+    "allocator_settings",
 ]
 
 
@@ -200,4 +201,20 @@ def machine_info():
         "python": platform.python_version(),
         "backend": backends.name(),
         "versions": backends.versions(),
+        "allocator_settings": allocator_settings(),
+    }
+
+
+# Environment variables that change how fresh buffers are allocated, and
+# with it most rows' times (see the README's benchmark notes).
+ALLOCATOR_VARIABLES = ("GLIBC_TUNABLES", "THP_MEM_ALLOC_ENABLE", "LD_PRELOAD")
+
+
+def allocator_settings():
+    """{name: value} of the allocator variables set in this process
+    (glibc's MALLOC_* included)."""
+    return {
+        name: value
+        for name, value in sorted(os.environ.items())
+        if name in ALLOCATOR_VARIABLES or name.startswith("MALLOC_")
     }
