@@ -114,6 +114,21 @@ def test_placement_of_patches_laid_out_groups_last(dtype):
     np.testing.assert_allclose(placed.numpy(), expected, rtol=0, atol=1e-5)
 
 
+def test_lazily_conjugated_inputs():
+    """`x.conj()` (a view with PyTorch's conjugate bit) is extracted and
+    placed as its resolved copy is."""
+    import torch
+
+    image = torch.tensor(asymmetric_object(9, 8, "complex64")[None])
+    offsets = torch.tensor([[[2.5, 3.25], [7.0, 1.0]]])
+    patches = extract_patches(image.conj(), offsets, 4)
+    expected = extract_patches(image.conj().resolve_conj(), offsets, 4)
+    np.testing.assert_array_equal(patches.numpy(), expected.numpy())
+    placed = place_patches(patches.conj(), offsets, (9, 8))
+    expected = place_patches(patches.conj().resolve_conj(), offsets, (9, 8))
+    np.testing.assert_array_equal(placed.numpy(), expected.numpy())
+
+
 def test_placement_in_pieces_is_reproducible(monkeypatch):
     """The pieces add windows in batch order whatever the piece size: the
     same bits row by row as in one piece, call after call."""
@@ -242,3 +257,47 @@ def test_torch_export_of_both_operators_and_the_layer(tmp_path):
     np.testing.assert_allclose(
         loaded(offsets[:1]).numpy(), model(offsets[:1]).numpy(), rtol=0, atol=1e-6
     )
+
+
+def test_output_buffers_are_reused_once_freed(monkeypatch):
+    """`torch_buffers`: an output's memory returns to the pool only when no
+    tensor views it any more, serves the next output of its shape, and the
+    pool stays within its bound."""
+    import torch
+
+    from ptycho_layers.backends import torch_buffers
+
+    torch_buffers.clear()
+    first = torch_buffers.new_output((4, 5, 2), torch.float32)
+    address = first.data_ptr()
+    view = first.permute(1, 0, 2)
+    del first
+    assert torch_buffers.pooled_bytes() == 0  # the view still holds it
+    held = torch_buffers.new_output((4, 5, 2), torch.float32)
+    assert held.data_ptr() != address
+    del view
+    assert torch_buffers.pooled_bytes() == 160
+    again = torch_buffers.new_output((4, 5, 2), torch.float32)
+    assert again.data_ptr() == address and torch_buffers.pooled_bytes() == 0
+    assert torch_buffers.new_output((4, 5, 2), torch.complex64).dtype == torch.complex64
+
+    monkeypatch.setattr(torch_buffers, "POOL_BYTES", 200)
+    del held, again  # 320 bytes freed: the first one back is let go
+    assert torch_buffers.pooled_bytes() == 160
+    torch_buffers.new_output((100,), torch.float32)  # 400 bytes: never kept
+    assert torch_buffers.pooled_bytes() == 160
+    torch_buffers.clear()
+    assert torch_buffers.pooled_bytes() == 0
+
+
+def test_results_keep_their_values_when_buffers_are_reused():
+    import torch
+
+    image = torch.tensor(asymmetric_object(20, 20, "complex64")[None])
+    offsets = torch.tensor(np.random.default_rng(7).uniform(0, 20, (6, 4, 2)).astype("float32"))
+    kept = [extract_patches(image * k, offsets, 5) for k in range(1, 4)]
+    for _ in range(3):  # freed outputs, reused
+        extract_patches(image, offsets, 5)
+    for k, patches in enumerate(kept, start=1):
+        expected = oracle_patches(image.numpy() * k, offsets.numpy(), 5)
+        np.testing.assert_allclose(patches.numpy(), expected, rtol=0, atol=1e-5)

@@ -3,14 +3,15 @@ the batch a piece of about `PIECE_BYTES` of windows at a time, every
 result written in place, with no padded copy of the object.
 
 A fresh buffer as large as the output costs, in page faults, as much as
-the arithmetic; a piece's buffers are allocated once per call, reused,
-and stay in cache. Extraction copies each window row whole
-(`index_select` of an `as_strided` view of every run of N+1 pixels) and
-blends with two `lerp`s; placement spreads a piece's patches and adds each
-window into a view of the sums, in batch order. Windows that are not
-wholly inside their object (few, at the edges) are handled one by one,
-clipped. `torch.compile` and `torch.export` call both as the custom
-operators `ptycho_layers::patches_in_pieces` and
+the arithmetic: a piece's buffers are allocated once per call, reused,
+and stay in cache, and outputs come from `backends.torch_buffers`.
+Extraction copies each window row whole (`index_select` of an
+`as_strided` view of every run of N+1 pixels) and blends with two
+`lerp`s; placement spreads a piece's patches and adds each window into a
+view of the sums, in batch order. Windows that are not wholly inside
+their object (few, at the edges) are handled one by one, clipped.
+`torch.compile` and `torch.export` call both as the custom operators
+`ptycho_layers::patches_in_pieces` and
 `ptycho_layers::placement_in_pieces`.
 
 Shapes: objects (Bi, H, W, q) in pairs (q = 2 for complex values, 1 for
@@ -21,8 +22,9 @@ of the second neighbour; values and patches (b, c, N, N, q).
 
 from typing import List
 
-import numpy
 import torch
+
+from ptycho_layers.backends import torch_buffers
 
 __all__ = [
     "PIECE_BYTES",
@@ -58,17 +60,6 @@ def _piece_rows(batch, window_bytes):
     """Rows of the batch per piece, rows whose windows take `window_bytes`
     each (all of a row's groups together)."""
     return max(1, min(batch, PIECE_BYTES // max(window_bytes, 1)))
-
-
-def _new_output(shape, dtype):
-    """An uninitialised CPU tensor of `shape` and `dtype`, allocated by
-    NumPy, which asks the kernel for transparent huge pages for large
-    arrays (madvise), where PyTorch does not (unless THP_MEM_ALLOC_ENABLE=1
-    is set before it starts): first touching a fresh 32 MB output costs
-    2.2 ms in huge pages against 5.5 ms in 4 KiB pages (default case)."""
-    if 0 in shape:
-        return torch.empty(shape, dtype=dtype)
-    return torch.from_numpy(numpy.empty(shape, torch.empty((), dtype=dtype).numpy().dtype))
 
 
 def _windows_in_objects(image, row, col, object_shape, size):
@@ -155,7 +146,7 @@ def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size):
     # Rows of the windows not inside read the first run (and are replaced).
     starts = starts[..., None] + torch.where(inside[..., None], torch.arange(size) * width, 0)
     runs = _runs(objects, size)
-    patches = _new_output((batch, groups, patch_size, patch_size, q), objects.dtype)
+    patches = torch_buffers.new_output((batch, groups, patch_size, patch_size, q), objects.dtype)
     step = _piece_rows(batch, groups * size * size * q * objects.element_size())
     # One piece's buffers, reused: a fresh buffer per piece is returned to
     # the system when freed, and faulted in again by the next piece.
@@ -201,7 +192,7 @@ def placement_in_pieces(values, image, row, col, fx, fy, object_shape):
     batch, groups, patch_size, _, q = values.shape
     size = patch_size + 1
     _, height, width, _ = object_shape
-    total = _new_output(tuple(object_shape), values.dtype).zero_()
+    total = torch_buffers.new_output(tuple(object_shape), values.dtype).zero_()
     window_strides = (width * q, q, 1)
     # Host integers, once: on the CPU this costs no synchronisation.
     starts, inside, edges = _windows_in_objects(image, row, col, object_shape, size)

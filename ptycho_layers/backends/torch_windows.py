@@ -24,7 +24,9 @@ def _as_pairs(values, coord):
     """(..., q) real values in the coordinate dtype: q = 2 for complex
     values (a view), q = 1 for real ones (cast to `coord`)."""
     if values.is_complex():
-        return torch.view_as_real(values)
+        # A lazily conjugated (or negated) tensor, say `x.conj()`, has no
+        # real view until its bits are resolved (a copy, only then).
+        return torch.view_as_real(values.resolve_conj().resolve_neg())
     return values.to(coord)[..., None]
 
 
