@@ -43,3 +43,18 @@ def requires(module):
         importlib.util.find_spec(top) is None,
         reason=f"needs {top}, which is not installed ({install})",
     )
+
+
+def covering(cases, keys):
+    """`cases` (tuples) as pytest parameters: those that first cover each
+    key of `keys(case)` (say, every (axis value, dtype) pair) run by
+    default; the others, which only repeat covered combinations, are marked
+    slow (`pytest -m slow` runs the whole product). Each case compiles its
+    own XLA programs, about half a second on JAX."""
+    covered = set()
+    params = []
+    for case in cases:
+        new = set(keys(case)) - covered
+        covered |= new
+        params.append(case if new else pytest.param(*case, marks=pytest.mark.slow))
+    return params

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -27,6 +28,7 @@ from ptycho_layers.benchmark import placement_scaling
 from ptycho_layers.benchmark import report as report_lib
 from ptycho_layers.benchmark import rows as rows_lib
 from ptycho_layers.benchmark import scaling
+from ptycho_layers.benchmark import timing
 from ptycho_layers.benchmark.__main__ import _requested_backend
 
 # Labels every table starts its rows with, whatever the backend.
@@ -51,6 +53,30 @@ PLACE_ROW_NAMES = [
     "object zeroing, keras.ops.zeros",
 ]
 PLACE_TF_ONLY = {"scatter_nd", "place_xla"}
+
+
+@pytest.fixture(autouse=True)
+def _one_warm_up_call(monkeypatch):
+    """These tests check what the rows return, not their times: one
+    warm-up call per row, not half a second of them."""
+    monkeypatch.setattr(timing, "WARMUP_SECONDS", 0.0)
+
+
+def test_warm_up_lasts_its_time(monkeypatch):
+    """Warm-up calls go on for `WARMUP_SECONDS` (at least one, at most
+    `WARMUP_CALLS`), then `repeats` calls are timed."""
+    calls = []
+    monkeypatch.setattr(timing, "WARMUP_SECONDS", 0.05)
+    timing.time_calls(lambda: calls.append(time.sleep(0.005)), repeats=2)
+    assert 2 + 2 <= len(calls) <= 2 + 10  # 5 ms calls for 50 ms
+    calls.clear()
+    monkeypatch.setattr(timing, "WARMUP_SECONDS", 60.0)
+    timing.time_calls(lambda: calls.append(None), repeats=2)
+    assert len(calls) == timing.WARMUP_CALLS + 2
+    calls.clear()
+    monkeypatch.setattr(timing, "WARMUP_SECONDS", 0.0)
+    timing.time_calls(lambda: calls.append(None), repeats=3)
+    assert len(calls) == 1 + 3
 
 
 def offsets_over(height, width, patch_size, groups=2, channels=4, seed=0):

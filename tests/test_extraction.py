@@ -8,7 +8,7 @@ import pytest
 from keras import ops
 
 from _fresh_process import run_python
-from conftest import BACKEND, requires
+from conftest import BACKEND, covering, requires
 from oracle import asymmetric_object, oracle_patches
 from ptycho_layers.ops import (
     batch_pieces,
@@ -53,14 +53,16 @@ KINDS = ["fractional", "integer", "edges", "far"]
 
 
 def _cases():
-    # Every size, gridsize, object and offset kind at least once with every
-    # dtype, without the full product (which the legacy loop makes slow).
-    cases = []
-    for i, (size, gridsize, obj, kind) in enumerate(
-        itertools.product(SIZES, GRIDSIZES, OBJECTS, KINDS)
-    ):
-        cases.append((size, gridsize, obj, kind, DTYPES[i % len(DTYPES)]))
-    return cases
+    # Every size, gridsize, object and offset kind with every dtype by
+    # default (covering); the product of the axes, dtypes cycling, with
+    # -m slow.
+    cases = [
+        (size, gridsize, obj, kind, DTYPES[i % len(DTYPES)])
+        for i, (size, gridsize, obj, kind) in enumerate(
+            itertools.product(SIZES, GRIDSIZES, OBJECTS, KINDS)
+        )
+    ]
+    return covering(cases, lambda case: [(axis, case[axis], case[4]) for axis in range(4)])
 
 
 @pytest.mark.parametrize("patch_size,gridsize,obj,kind,dtype", _cases())
