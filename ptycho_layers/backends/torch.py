@@ -1,27 +1,27 @@
-"""The PyTorch backend: whole windows of a zero-padded object, in real pairs.
+"""The PyTorch backend: kernels of its own, in real pairs.
 
 PyTorch has no gather of contiguous runs and none of XLA's tricks apply:
 nothing is fused across a boundary, and a conditional on data would only
 cost a device synchronisation and break graph capture
 (`torch.compile(fullgraph=True)`, `torch.export`). So `fusion_boundary` is
-a plain call and the batch is never split. Instead, both operators have a
-kernel of their own (`padded_patches`, `padded_placement`, in
-`backends.torch_windows`):
+a plain call and the shared kernels never split the batch. Instead, both
+operators have a kernel of their own (`padded_patches`,
+`padded_placement`, in `backends.torch_windows`):
 
 - Complex values travel as `torch.view_as_real` pairs (inductor generates
-  no code for complex tensors; a complex op inside a compiled kernel is run
-  by ATen, with an extra pass and buffer) and are viewed as complex at the
-  end, which is free.
-- The object is padded by N+1 zeros all round, so the zero extension is
-  the padding itself, not a per-entry mask: every window is a window of the
-  padded object and one advanced indexing of an `as_strided` view of it
-  gathers whole (N+1)x(N+1) windows. The blend weights are then the same
-  for every entry of a window (1 - f and f), the inner loop has no
-  index-dependent arithmetic, and inductor fuses gather, blend and the
-  complex view into one vectorised loop over each patch row. (With
-  per-entry masks it could not merge a row's columns with the real and
-  imaginary parts, and ran 2x slower; measured with `torch.compile` on
-  the benchmark's default case.)
+  no code for complex tensors) and are viewed as complex at the end,
+  which is free.
+- On the CPU (`backends.torch_pieces`) the batch goes a piece at a time,
+  written in place, with outputs from a pool of freed buffers
+  (`backends.torch_buffers`): op by op, every intermediate as large as the
+  output would cost as much in page faults as the arithmetic. Extraction
+  copies window rows whole out of the object and blends them with
+  `lerp`s; placement adds each spread window into a view of the object,
+  in batch order. `torch.compile` calls these as custom operators.
+- On other devices, whole windows of the object zero-padded by N+1,
+  gathered by one advanced indexing of an `as_strided` view and blended
+  in one expression that inductor fuses; placement adds the windows with
+  one scatter-add.
 - Patches are computed groups first, (b, c, N, N), the layout in which a
   patch row is contiguous, and returned as the (B, N, N, c) view of it.
 
