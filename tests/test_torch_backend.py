@@ -32,10 +32,12 @@ def _offsets(height, width, seed):
     return offsets
 
 
-# Each form of the kernels (`torch_windows._form`), forced on the CPU; the
-# pieces also a row of the batch at a time, so that a piece boundary falls
-# between every two rows.
-FORMS = ["pieces", "pieces, row by row", "pieces_op", "fused", "whole"]
+# Each form of the kernels (`torch_windows._form`), forced on the CPU. The
+# pieces: as chosen for these small objects (extraction reads every window
+# from a padded copy), with every window not wholly inside clipped one by
+# one, and that a row of the batch at a time, so that a piece boundary
+# falls between every two rows.
+FORMS = ["pieces", "pieces, clipped", "pieces, clipped, row by row", "pieces_op", "fused", "whole"]
 
 
 @pytest.fixture(params=FORMS)
@@ -44,6 +46,8 @@ def form(request, monkeypatch):
 
     name = request.param.split(",")[0]
     monkeypatch.setattr(torch_windows, "_form", lambda values: name)
+    if "clipped" in request.param:
+        monkeypatch.setattr(torch_pieces, "EDGE_WINDOW_PIXELS", 0)
     if "row by row" in request.param:
         monkeypatch.setattr(torch_pieces, "PIECE_BYTES", 1)
     return request.param

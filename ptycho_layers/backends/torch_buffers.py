@@ -18,7 +18,7 @@ import weakref
 import numpy
 import torch
 
-__all__ = ["POOL_BYTES", "new_output", "pooled_bytes", "clear"]
+__all__ = ["POOL_BYTES", "new_output", "padded_copy", "pooled_bytes", "clear"]
 
 # Freed outputs kept for reuse, in bytes at most; beyond, the least
 # recently freed go back to the system. An output larger than this is
@@ -48,6 +48,19 @@ def new_output(shape, dtype):
     finalizer = weakref.finalize(view, _give_back, key, base)
     finalizer.atexit = False
     return torch.from_numpy(view)
+
+
+def padded_copy(objects, size):
+    """(Bi, H + 2 size, W + 2 size, q): `objects` (Bi, H, W, q) zero-padded
+    by `size`, in a pooled buffer."""
+    count, height, width, q = objects.shape
+    padded = new_output((count, height + 2 * size, width + 2 * size, q), objects.dtype)
+    padded[:, :size].zero_()
+    padded[:, size + height:].zero_()
+    padded[:, size:size + height, :size].zero_()
+    padded[:, size:size + height, size + width:].zero_()
+    padded[:, size:size + height, size:size + width].copy_(objects)
+    return padded
 
 
 def _take(key):
