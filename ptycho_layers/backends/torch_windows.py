@@ -211,14 +211,13 @@ def _spread_eager(values, x0, x1, y0, y1):
 
 def _form(values):
     """Which form of the kernels runs on `values` (see the module's note):
-    on the CPU, "pieces" op by op and "pieces_op", the same through the
-    custom ops, under `torch.compile` or `torch.export`; on other devices
-    "fused" under them and "whole" op by op; and "whole", the whole batch
-    op by op, on every device where an ONNX
-    export's trace (it would record the pieces' loop as constants) or
-    autograd (it cannot differentiate writes into `out=`) records the
-    kernel itself. A question about the caller and the device, answered
-    while tracing: never a branch on data."""
+    on the CPU "pieces" op by op, and "pieces_op" (the same through the
+    custom operators) under `torch.compile` or `torch.export`; on other
+    devices "whole" op by op and "fused" under them. "whole" too on every
+    device where an ONNX export's trace (it would record the pieces' loop
+    as constants) or autograd (it cannot differentiate writes into `out=`)
+    records the kernel itself. A question about the caller and the device,
+    answered while tracing: never a branch on data."""
     cpu = values.device.type == "cpu"
     if _compiling():
         return "pieces_op" if cpu else "fused"
@@ -270,7 +269,8 @@ def padded_placement(patches, image_index, x, y, finite, image_shape):
         image_shape: (Bi, H, W) static ints.
 
     Returns:
-        (Bi, H, W) in the patches' dtype (a view of the padded sums).
+        (Bi, H, W) in the patches' dtype: on the CPU the sums themselves,
+        elsewhere a view of the padded sums.
     """
     count, height, width = image_shape
     patch_size = patches.shape[1]
@@ -279,12 +279,12 @@ def padded_placement(patches, image_index, x, y, finite, image_shape):
         x, y, finite, image_index, height, width, patch_size
     )
     values = _as_pairs(patches, x.dtype).permute(0, 3, 1, 2, 4)
-    shape = (count, height + 2 * size, width + 2 * size, values.shape[-1])
     form = _form(values)
     if form in ("pieces", "pieces_op"):
         shape = [count, height, width, values.shape[-1]]
         place = torch_pieces.placement_in_pieces if form == "pieces" else torch_pieces.placement_op
         return _from_pairs(place(values, image, row, col, fx, fy, shape), patches.dtype)
+    shape = (count, height + 2 * size, width + 2 * size, values.shape[-1])
     spread = _spread_fused if form == "fused" else _spread_eager
     windows = spread(values, 1 - fx, fx, 1 - fy, fy)
     total = _add_windows(windows, image, row, col, shape)
