@@ -30,6 +30,8 @@ from ptycho_layers.backends import keras_ops as ops
 __all__ = [
     "available",
     "gather_windows",
+    "padded_table",
+    "padded_starts",
     "add_windows",
     "add_window_runs",
     "join_window_runs",
@@ -78,6 +80,36 @@ def gather_windows(images, image_index, x_start, y_start, size):
         ops.reshape(ends, (-1, width + 2 * size)), edge_starts, size
     )
     return backend.where(replaced, edge_rows[..., None, :], found)
+
+
+def padded_table(images, size):
+    """The images (Bi, H, W) as a table of runs that no window row leaves:
+    (Bi, size + (H+1) * (W+size)), each image row followed by `size`
+    zeros, then a row of zeros, all after `size` zeros.
+
+    A copy of the images, O(Bi H W); in exchange every window entry is a
+    plain read (`padded_starts`), with no masks and no moved rows, and XLA
+    fuses the gather into the blend (see `extraction`).
+    """
+    count, height, width = ops.shape(images)
+    table = ops.pad(images, [[0, 0], [0, 1], [0, size]])
+    table = ops.reshape(table, (count, (height + 1) * (width + size)))
+    return ops.pad(table, [[0, 0], [size, 0]])
+
+
+def padded_starts(image_index, x_start, y_start, size, height, width):
+    """[image, first entry] in `padded_table` of each window row's run,
+    (b, c, size, 2) int32. A row inside the object starts in its image row,
+    at most `size` entries early (in the zeros after the row above, or
+    before the first) and at most `size` late (in the zeros after it); a
+    row outside starts at the row of zeros."""
+    x_start, y_start = clamp_starts(x_start, y_start, size, height, width)
+    rows = y_start[..., None] + ops.arange(size, dtype="int32")
+    row_start = size + rows * (width + size) + x_start[..., None]
+    outside = ops.logical_or(rows < 0, rows >= height)
+    row_start = ops.where(outside, size + height * (width + size), row_start)
+    image = ops.broadcast_to(image_index[:, None, None], ops.shape(rows))
+    return ops.stack([image, row_start], axis=-1)
 
 
 def add_windows(contributions, image_index, x_start, y_start, shape):
