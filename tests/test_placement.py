@@ -256,3 +256,32 @@ def test_extraction_gradient_ignores_patches_at_non_finite_offsets():
     offsets[:, 2] = [[np.nan, 1.0], [3.0, np.inf]]
     found = vjp(lambda im: extract_patches(im, offsets, n), image, upstream)
     np.testing.assert_allclose(found, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="XLA's run scatter: TensorFlow and JAX")
+@pytest.mark.parametrize("reader", ["object", "padded"])
+@pytest.mark.parametrize("kind", ["fractional", "edges", "far"])
+@pytest.mark.parametrize("obj,per_row", [((19, 31), False), ((9, 5), True)])
+def test_both_window_adders_match_the_oracle(monkeypatch, reader, kind, obj, per_row):
+    """Windows added into the object itself and into its padded table
+    (`runs.padded_fits`), forced either way, compiled as the operator runs
+    them: both against the float64 oracle, and the adjoint of extraction
+    read the same way. A 9x5 object is narrower than the windows: only the
+    padded table takes them as runs."""
+    from ptycho_layers.ops import extract_patches_batched, place_patches_batched, runs
+    from test_runs import compiled
+
+    monkeypatch.setattr(runs, "PADDED_SHARE", float("inf") if reader == "padded" else 0.0)
+    height, width = obj
+    batch, groups, size = 3, 4, 7
+    count = batch if per_row else 1
+    assert runs.padded_fits((count, height, width), batch, groups, size) == (reader == "padded")
+    offsets = make_offsets(kind, batch, groups, height, width, size, seed=5)
+    patches = random_patches((batch, size, size, groups), "complex64", seed=2)
+    images = np.stack([asymmetric_object(height, width, "complex64", seed=s) for s in range(count)])
+    placed = numpy(compiled(lambda p, o: place_patches_batched(p, o, (count, height, width)))(patches, offsets))
+    expected = oracle_place(patches, offsets, obj, per_row)
+    np.testing.assert_allclose(placed, expected, rtol=0, atol=1e-5 * max(1.0, np.abs(expected).max()))
+    extracted = numpy(compiled(lambda x, o: extract_patches_batched(x, o, size))(images, offsets))
+    bound = max(1e-30, np.linalg.norm(extracted) * np.linalg.norm(patches))
+    assert abs(inner(extracted, patches) - inner(images, placed)) <= 1e-6 * bound

@@ -6,7 +6,7 @@ patches of a group stay on the last axis throughout, so the blend writes
 the output layout directly. On the XLA backends, where the object is
 small beside the output, the windows are read from a padded copy of it
 and XLA fuses the gather into the blend, with no window buffer at all
-(`padded_gather`); otherwise a large batch is done in a few pieces so that
+(`runs.padded_fits`); otherwise a large batch is done in a few pieces so that
 the gathered neighbourhoods never take more memory than 3/4 of the
 output. Its gradient with respect to the object is placement
 (`ops.placement`), with respect to the offsets `ops.offsets_gradient`.
@@ -27,8 +27,6 @@ __all__ = [
     "batch_pieces",
     "windows",
     "gathered_windows",
-    "padded_gather",
-    "PADDED_SHARE",
     "blend_parts",
 ]
 
@@ -141,35 +139,6 @@ def windows(images, image_index, geometry_, patch_size):
     return window
 
 
-# The padded copy's largest size against the output's, in entries: at 1/8
-# copying it costs at most about an eighth of writing the output.
-PADDED_SHARE = 0.125
-
-
-def padded_gather(images, batch, groups, patch_size):
-    """Whether extraction gathers from `runs.padded_table`: the backend has
-    the run gather, the shapes are static, and the padded copy of the
-    images is small beside the output (at most `PADDED_SHARE` of it), so
-    that copying them costs little.
-
-    Gathering from the images themselves, a window row may leave them
-    (masks, and rows read from elsewhere), and XLA's loop fusing that with
-    the blend ran 3x slower than the blend of materialised windows; from
-    the padded copy every read is plain, and fused with the blend it needs
-    no window buffer at all (default case, CPU, output memory reused: JAX
-    1.4 ms against 2.5 ms, TensorFlow 1.7 against 3.2).
-    """
-    count, height, width = ops.shape(images)
-    size = patch_size + 1
-    static = all(isinstance(n, int) for n in (count, height, width, batch, groups))
-    # Any width: a run starts at most `size` entries before or after its
-    # image row, in the zeros.
-    if not static or backends.current().take_runs is None:
-        return False
-    table = count * (size + (height + 1) * (width + size))
-    return table <= PADDED_SHARE * batch * groups * patch_size**2
-
-
 def _windows_and_weights(images, image_index, x, y, finite, patch_size, predicate, padded=False):
     """Each patch's window and blend weights.
 
@@ -178,7 +147,7 @@ def _windows_and_weights(images, image_index, x, y, finite, patch_size, predicat
         x, y: (b, c) sanitized offsets in the coordinate dtype; finite:
             (b, c) bool.
         predicate: a scalar bool computed from the data.
-        padded: gather from `runs.padded_table` (see `padded_gather`).
+        padded: gather from `runs.padded_table` (see `runs.padded_fits`).
 
     Returns:
         (window, row_w0, row_w1, col_w0, col_w1): the (b, N+1, N+1, c)
@@ -260,7 +229,7 @@ def extract_patches_batched(images, offsets, patch_size):
     predicate = ops.all(finite)
 
     output = None
-    padded = padded_gather(images, batch, groups, patch_size)
+    padded = runs.padded_fits(ops.shape(images), batch, groups, patch_size)
     # No window buffer from the padded table: the batch in one piece.
     pieces = [(0, None)] if padded else batch_pieces(batch, groups, patch_size)
     for start, stop in pieces:
