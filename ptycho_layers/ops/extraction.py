@@ -25,8 +25,9 @@ from ptycho_layers.ops import runs
 __all__ = [
     "extract_patches_batched",
     "batch_pieces",
-    "windows",
     "gathered_windows",
+    "window_reads",
+    "read_windows",
     "blend_parts",
 ]
 
@@ -131,11 +132,36 @@ def gathered_windows(images, image_index, geometry_, patch_size):
     return backends.current().take(ops.reshape(images, (-1,)), positions)
 
 
-def windows(images, image_index, geometry_, patch_size):
-    """The neighbourhoods, groups last: (b, N+1, N+1, c)."""
-    window = gathered_windows(images, image_index, geometry_, patch_size)
-    if runs.available(ops.shape(images)[2], patch_size + 1):
-        return ops.transpose(window, (0, 2, 3, 1))
+def window_reads(images, image_index, geometry_, patch_size, padded):
+    """What `read_windows` reads, to be materialised behind a fusion
+    boundary: from the padded table (`padded`, see `runs.padded_fits`),
+    the table (Bi, L) and the runs' starts (b, c, N+1, 2), O(H W + K N);
+    otherwise the windows themselves, gathered (`gathered_windows`)."""
+    _, height, width = ops.shape(images)
+    size = patch_size + 1
+    if padded:
+        return (
+            runs.padded_table(images, size),
+            runs.padded_starts(
+                image_index, geometry_["x_start"], geometry_["y_start"],
+                size, height, width,
+            ),
+        )
+    return (gathered_windows(images, image_index, geometry_, patch_size),)
+
+
+def read_windows(reads, width, patch_size):
+    """The neighbourhoods (b, N+1, N+1, c), groups last, from
+    `window_reads`' `reads`, outside the boundary: from the padded table
+    the gather is plain and XLA fuses it, and the transpose, into what
+    reads the windows."""
+    size = patch_size + 1
+    if len(reads) == 2:
+        window = backends.current().take_runs(*reads, size)
+    else:
+        window = reads[0]
+    if len(reads) == 2 or runs.available(width, size):
+        window = ops.transpose(window, (0, 2, 3, 1))
     return window
 
 
@@ -159,39 +185,22 @@ def _windows_and_weights(images, image_index, x, y, finite, patch_size, predicat
     windows are gathered there too, materialised: fused, XLA would redo
     the masked gather for each of the four neighbours that read a window
     entry. From the padded table they are not: the plain gather fuses
-    into the blend.
+    into the blend (and the transpose with it).
     """
     _, height, width = ops.shape(images)
     coord = standardize_dtype(x.dtype)
-    size = patch_size + 1
 
     def compute():
         where = geometry.window_geometry(
             x, y, height, width, patch_size, coord, finite
         )
         weights = (where["row_w0"], where["row_w1"], where["col_w0"], where["col_w1"])
-        if padded:
-            reads = (
-                runs.padded_table(images, size),
-                runs.padded_starts(
-                    image_index, where["x_start"], where["y_start"], size, height, width
-                ),
-            )
-        else:
-            reads = (gathered_windows(images, image_index, where, patch_size),)
-        return weights + reads
+        return weights + window_reads(images, image_index, where, patch_size, padded)
 
     row_w0, row_w1, col_w0, col_w1, *reads = backends.current().fusion_boundary(
         compute, predicate
     )
-    if padded:
-        window = backends.current().take_runs(*reads, size)
-    else:
-        window = reads[0]
-    if padded or runs.available(width, size):
-        # Groups first: transposed outside the boundary, so that the
-        # transpose fuses into the blend and the gather copies whole rows.
-        window = ops.transpose(window, (0, 2, 3, 1))
+    window = read_windows(reads, width, patch_size)
     return window, row_w0, row_w1, col_w0, col_w1
 
 

@@ -13,6 +13,7 @@ from ptycho_layers import backends
 from ptycho_layers.backends import keras_ops as ops
 from ptycho_layers.ops import extraction
 from ptycho_layers.ops import geometry
+from ptycho_layers.ops import runs
 from ptycho_layers.ops.placement import real_parts
 
 __all__ = ["offsets_gradient"]
@@ -41,17 +42,20 @@ def offsets_gradient(images, offsets, upstream):
     x, y, finite = geometry.sanitize_offsets(
         offsets, height, width, patch_size, coord
     )
-    image_index = geometry.image_indices(ops.shape(offsets)[0], num_images)
+    batch, groups = ops.shape(offsets)[0], ops.shape(offsets)[1]
+    image_index = geometry.image_indices(batch, num_images)
+    padded = runs.padded_fits(ops.shape(images), batch, groups, patch_size)
 
-    def windows_and_geometry():
+    def reads_and_geometry():
         where = geometry.window_geometry(x, y, height, width, patch_size, coord)
-        window = extraction.windows(images, image_index, where, patch_size)
-        return window, where
+        return extraction.window_reads(images, image_index, where, patch_size, padded), where
 
-    # Materialised, as in the forward pass (see `extraction`).
-    window, where = backends.current().fusion_boundary(
-        windows_and_geometry, ops.all(finite)
+    # Materialised, and the windows read, as in the forward pass (see
+    # `extraction._windows_and_weights`).
+    reads, where = backends.current().fusion_boundary(
+        reads_and_geometry, ops.all(finite)
     )
+    window = extraction.read_windows(reads, width, patch_size)
     # d w0 / d f = -inside[n], d w1 / d f = inside[n + 1].
     col_d0 = -where["col_inside"][:, :-1]
     col_d1 = where["col_inside"][:, 1:]
