@@ -11,7 +11,7 @@ from _fresh_process import run_python
 from conftest import BACKEND, covering, requires
 from oracle import asymmetric_object, oracle_patches
 from ptycho_layers import backends
-from ptycho_layers.ops import runs
+from ptycho_layers.ops import padded_table
 from ptycho_layers.ops import (
     batch_pieces,
     coordinate_dtype,
@@ -182,28 +182,18 @@ XLA_RUNS = pytest.mark.skipif(
 @pytest.mark.parametrize("obj", [(37, 53), (9, 5)])
 def test_both_window_readers_match_the_oracle(monkeypatch, reader, kind, obj):
     """Windows read from the object itself and from its padded table
-    (`runs.padded_fits`), forced either way: both against the
+    (`padded_table.fits`), forced either way: both against the
     float64 oracle, one object per row, offsets of every kind. A 9x5
     object is narrower than the windows: only the padded table reads it
     as runs (the object reader falls back to the element gather)."""
-    monkeypatch.setattr(runs, "PADDED_SHARE", float("inf") if reader == "padded" else 0.0)
+    monkeypatch.setattr(padded_table, "PADDED_SHARE", float("inf") if reader == "padded" else 0.0)
     height, width = obj
     images = np.stack([asymmetric_object(height, width, "complex64", seed=s) for s in range(2)])
     offsets = make_offsets(kind, 2, 4, height, width, 7, seed=3)
-    assert runs.padded_fits(images.shape, 2, 4, 7) == (reader == "padded")
+    assert padded_table.fits(images.shape, 2, 4, 7) == (reader == "padded")
     patches = numpy(extract_patches_batched(images, offsets, 7))
     expected = oracle_patches(images, offsets, 7)
     np.testing.assert_allclose(patches, expected, rtol=0, atol=1e-6 * np.abs(images).max())
-
-
-@XLA_RUNS
-def test_padded_table_only_where_it_is_small_beside_the_output():
-    """The padded copy costs O(H W) a call: taken for the benchmark's case
-    (a 392x392 object, 1024 patches of 64x64), not for a 2048x2048 object,
-    nor for a batch unknown when tracing."""
-    assert runs.padded_fits((1, 392, 392), 256, 4, 64)
-    assert not runs.padded_fits((1, 2048, 2048), 256, 4, 64)
-    assert not runs.padded_fits((1, 392, 392), None, 4, 64)
 
 
 @pytest.mark.parametrize("kernel", [extract_patches_batched, extract_patches_legacy])

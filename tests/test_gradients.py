@@ -128,11 +128,11 @@ def oracle_loss(image, offsets, patch_size, upstream):
 def test_offsets_gradient_matches_oracle_differences(dtype, reader, monkeypatch):
     """Inside one bilinear cell the patches are linear in each offset, so
     central differences of the oracle are exact up to rounding. Windows
-    read from the object and from its padded table (`runs.padded_fits`,
+    read from the object and from its padded table (`padded_table.fits`,
     forced either way where the backend has XLA's run gather)."""
-    from ptycho_layers.ops import runs
+    from ptycho_layers.ops import padded_table
 
-    monkeypatch.setattr(runs, "PADDED_SHARE", float("inf") if reader == "padded" else 0.0)
+    monkeypatch.setattr(padded_table, "PADDED_SHARE", float("inf") if reader == "padded" else 0.0)
     if reader == "padded" and backends.current().take_runs is None:
         pytest.skip("XLA's run gather: TensorFlow and JAX")
     height, width, n = 12, 11, 5

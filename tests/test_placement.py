@@ -264,18 +264,18 @@ def test_extraction_gradient_ignores_patches_at_non_finite_offsets():
 @pytest.mark.parametrize("obj,per_row", [((19, 31), False), ((9, 5), True)])
 def test_both_window_adders_match_the_oracle(monkeypatch, reader, kind, obj, per_row):
     """Windows added into the object itself and into its padded table
-    (`runs.padded_fits`), forced either way, compiled as the operator runs
+    (`padded_table.fits`), forced either way, compiled as the operator runs
     them: both against the float64 oracle, and the adjoint of extraction
     read the same way. A 9x5 object is narrower than the windows: only the
     padded table takes them as runs."""
-    from ptycho_layers.ops import extract_patches_batched, place_patches_batched, runs
+    from ptycho_layers.ops import extract_patches_batched, padded_table, place_patches_batched
     from test_runs import compiled
 
-    monkeypatch.setattr(runs, "PADDED_SHARE", float("inf") if reader == "padded" else 0.0)
+    monkeypatch.setattr(padded_table, "PADDED_SHARE", float("inf") if reader == "padded" else 0.0)
     height, width = obj
     batch, groups, size = 3, 4, 7
     count = batch if per_row else 1
-    assert runs.padded_fits((count, height, width), batch, groups, size) == (reader == "padded")
+    assert padded_table.fits((count, height, width), batch, groups, size) == (reader == "padded")
     offsets = make_offsets(kind, batch, groups, height, width, size, seed=5)
     patches = random_patches((batch, size, size, groups), "complex64", seed=2)
     images = np.stack([asymmetric_object(height, width, "complex64", seed=s) for s in range(count)])

@@ -9,6 +9,7 @@ import pytest
 
 from conftest import BACKEND
 from ptycho_layers import backends
+from ptycho_layers.ops import padded_table
 from ptycho_layers.ops import runs
 
 pytestmark = pytest.mark.skipif(
@@ -47,8 +48,8 @@ def compiled(fn):
 
 def _from_padded_table(images, image_index, x_start, y_start, size):
     _, height, width = images.shape
-    starts = runs.padded_starts(image_index, x_start, y_start, size, height, width)
-    return backends.current().take_runs(runs.padded_table(images, size), starts, size)
+    starts = padded_table.starts(image_index, x_start, y_start, size, height, width)
+    return backends.current().take_runs(padded_table.table(images, size), starts, size)
 
 
 # The two ways windows are read: from the object itself (masks, and rows

@@ -11,6 +11,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from ptycho_layers import ops as patch_ops
+from ptycho_layers.ops import padded_table
 from ptycho_layers.functional import extract_patches
 from ptycho_layers.benchmark import backends
 from ptycho_layers.benchmark import case as case_lib
@@ -174,17 +175,24 @@ def _layer(row_id):
         )
         images, offsets = _tensors(case)
         groups, channels = case.offsets.shape[:2]
-        pieces = patch_ops.batch_pieces(groups, channels, size)
-        largest = max((stop or groups) - start for start, stop in pieces)
-        per_group = channels * (size + 1) ** 2 * case.itemsize
+        shape = (1,) + tuple(case.shape)
+        if padded_table.fits(shape, groups, channels, size):
+            # The output and the padded table; no window buffer.
+            count, height, width = shape
+            table = count * (size + 1 + (height + 1) * (width + size + 1))
+            working = table * case.itemsize
+        else:
+            # The (N+1)^2 windows of the largest piece of the batch, alive
+            # one piece at a time.
+            pieces = patch_ops.batch_pieces(groups, channels, size)
+            largest = max((stop or groups) - start for start, stop in pieces)
+            working = largest * channels * (size + 1) ** 2 * case.itemsize
         return Row(
             row_id,
             label,
             lambda: fn(images, offsets),
             patches=case.count,
-            # The output, and the (N+1)^2 windows of the largest piece of
-            # the batch, alive one piece at a time.
-            estimate=case.output_bytes + largest * per_group,
+            estimate=case.output_bytes + working,
             temp=lambda: working_memory.compiled_temp_bytes(images, offsets, size),
         )
 

@@ -6,7 +6,7 @@ patches of a group stay on the last axis throughout, so the blend writes
 the output layout directly. On the XLA backends, where the object is
 small beside the output, the windows are read from a padded copy of it
 and XLA fuses the gather into the blend, with no window buffer at all
-(`runs.padded_fits`); otherwise a large batch is done in a few pieces so that
+(`padded_table.fits`); otherwise a large batch is done in a few pieces so that
 the gathered neighbourhoods never take more memory than 3/4 of the
 output. Its gradient with respect to the object is placement
 (`ops.placement`), with respect to the offsets `ops.offsets_gradient`.
@@ -20,6 +20,7 @@ from keras.src.backend import standardize_dtype
 from ptycho_layers import backends
 from ptycho_layers.backends import keras_ops as ops
 from ptycho_layers.ops import geometry
+from ptycho_layers.ops import padded_table
 from ptycho_layers.ops import runs
 
 __all__ = [
@@ -134,15 +135,15 @@ def gathered_windows(images, image_index, geometry_, patch_size):
 
 def window_reads(images, image_index, geometry_, patch_size, padded):
     """What `read_windows` reads, to be materialised behind a fusion
-    boundary: from the padded table (`padded`, see `runs.padded_fits`),
+    boundary: from the padded table (`padded`, see `padded_table.fits`),
     the table (Bi, L) and the runs' starts (b, c, N+1, 2), O(H W + K N);
     otherwise the windows themselves, gathered (`gathered_windows`)."""
     _, height, width = ops.shape(images)
     size = patch_size + 1
     if padded:
         return (
-            runs.padded_table(images, size),
-            runs.padded_starts(
+            padded_table.table(images, size),
+            padded_table.starts(
                 image_index, geometry_["x_start"], geometry_["y_start"],
                 size, height, width,
             ),
@@ -173,7 +174,7 @@ def _windows_and_weights(images, image_index, x, y, finite, patch_size, predicat
         x, y: (b, c) sanitized offsets in the coordinate dtype; finite:
             (b, c) bool.
         predicate: a scalar bool computed from the data.
-        padded: gather from `runs.padded_table` (see `runs.padded_fits`).
+        padded: gather from `padded_table.table` (see `padded_table.fits`).
 
     Returns:
         (window, row_w0, row_w1, col_w0, col_w1): the (b, N+1, N+1, c)
@@ -238,7 +239,7 @@ def extract_patches_batched(images, offsets, patch_size):
     predicate = ops.all(finite)
 
     output = None
-    padded = runs.padded_fits(ops.shape(images), batch, groups, patch_size)
+    padded = padded_table.fits(ops.shape(images), batch, groups, patch_size)
     # No window buffer from the padded table: the batch in one piece.
     pieces = [(0, None)] if padded else batch_pieces(batch, groups, patch_size)
     for start, stop in pieces:

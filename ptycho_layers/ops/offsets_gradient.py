@@ -13,7 +13,7 @@ from ptycho_layers import backends
 from ptycho_layers.backends import keras_ops as ops
 from ptycho_layers.ops import extraction
 from ptycho_layers.ops import geometry
-from ptycho_layers.ops import runs
+from ptycho_layers.ops import padded_table
 from ptycho_layers.ops.placement import real_parts
 
 __all__ = ["offsets_gradient"]
@@ -44,7 +44,7 @@ def offsets_gradient(images, offsets, upstream):
     )
     batch, groups = ops.shape(offsets)[0], ops.shape(offsets)[1]
     image_index = geometry.image_indices(batch, num_images)
-    padded = runs.padded_fits(ops.shape(images), batch, groups, patch_size)
+    padded = padded_table.fits(ops.shape(images), batch, groups, patch_size)
 
     def reads_and_geometry():
         where = geometry.window_geometry(x, y, height, width, patch_size, coord)

@@ -19,6 +19,7 @@ from ptycho_layers import backends
 from ptycho_layers.backends import keras_ops as ops
 from ptycho_layers.ops import extraction
 from ptycho_layers.ops import geometry
+from ptycho_layers.ops import padded_table
 from ptycho_layers.ops import runs
 
 __all__ = ["place_patches_batched", "real_parts"]
@@ -152,9 +153,9 @@ def place_patches_batched(patches, offsets, image_shape):
         return kernel(patches, image_index, x, y, finite, image_shape)
     predicate = ops.all(finite)
     sums = None
-    # Into the padded table where it is small (`runs.padded_fits`): whole
+    # Into the padded table where it is small (`padded_table.fits`): whole
     # runs, nothing masked, then the object cropped out of it.
-    padded = runs.padded_fits(image_shape, batch, groups, patch_size)
+    padded = padded_table.fits(image_shape, batch, groups, patch_size)
     # In pieces, each added into the sums in place under XLA: a piece's
     # inputs and spread windows (real, imaginary, their complex sum) take
     # about 2x the piece's patches. Into the object itself, pieces of 0.3
@@ -181,18 +182,18 @@ def place_patches_batched(patches, offsets, image_shape):
         last = ops.reshape(sums[-1], (-1,))[:1]
         predicate = ops.all(ops.isfinite(ops.real(last)))
     if padded:
-        return runs.padded_crop(sums[0], image_shape)
+        return padded_table.crop(sums[0], image_shape)
     return _join(sums, image_shape)
 
 
 def _add_padded(contributions, image_index, x_start, y_start, shape, sums=None):
     """Add (b, c, P, P) windows into the padded table of objects of `shape`
     (Bi, H, W), (sums,) from an earlier call or None for zeros: each
-    window row a whole run (see `runs.padded_starts`); what falls in the
+    window row a whole run (see `padded_table.starts`); what falls in the
     zeros around the objects is cropped off."""
     count, height, width = shape
     size = ops.shape(contributions)[-1]
-    starts = runs.padded_starts(image_index, x_start, y_start, size, height, width)
+    starts = padded_table.starts(image_index, x_start, y_start, size, height, width)
     if sums is None:
         length = size + (height + 1) * (width + size)
         sums = (ops.zeros((count, length), contributions.dtype),)

@@ -19,6 +19,9 @@ object too large for the cache). So window rows are runs of the
   it (at most one per window); that row is read instead from the first and
   last object rows padded by N+1 zeros at both ends, 2(W + 2N + 2) entries.
 
+Where the object is small beside the patches, `ops.padded_table` reads
+and adds the runs in a padded copy of it instead, with no masks.
+
 Shapes: `images` (Bi, H, W); `image_index` (b,) int32; `x_start`,
 `y_start` (b, c) int32 window starts in object coordinates; `size` = N+1.
 """
@@ -30,11 +33,6 @@ from ptycho_layers.backends import keras_ops as ops
 __all__ = [
     "available",
     "gather_windows",
-    "PADDED_SHARE",
-    "padded_fits",
-    "padded_table",
-    "padded_starts",
-    "padded_crop",
     "add_windows",
     "add_window_runs",
     "join_window_runs",
@@ -83,76 +81,6 @@ def gather_windows(images, image_index, x_start, y_start, size):
         ops.reshape(ends, (-1, width + 2 * size)), edge_starts, size
     )
     return backend.where(replaced, edge_rows[..., None, :], found)
-
-
-# The padded copy's largest size against the patches', in entries: at 1/8
-# copying it costs at most about an eighth of writing the patches.
-PADDED_SHARE = 0.125
-
-
-def padded_fits(image_shape, batch, groups, patch_size):
-    """Whether the operators read and add windows in `padded_table`: the
-    backend has XLA's run gather, the shapes are static, and the table is
-    at most `PADDED_SHARE` of the patches (B, N, N, c), so that copying it
-    (or cropping the object out of it) costs little beside them.
-
-    From the object itself a window row may leave it: masks, and rows
-    moved to the padded first and last rows. Fused with the blend, XLA's
-    loop over that ran 3x slower than the blend of materialised windows;
-    from the table every read is plain, and XLA fuses gather, transpose
-    and blend into one loop with no window buffer (default case, CPU,
-    output memory reused: JAX 1.4 ms against 2.5, TensorFlow 1.7 against
-    3.2). Placement adds whole runs with no masking either (TensorFlow 5.0
-    ms against 6.5).
-    """
-    count, height, width = image_shape
-    size = patch_size + 1
-    static = all(isinstance(n, int) for n in (count, height, width, batch, groups))
-    # Any width: a run starts at most `size` entries before or after its
-    # image row, in the zeros.
-    if not static or backends.current().take_runs is None:
-        return False
-    table = count * (size + (height + 1) * (width + size))
-    return table <= PADDED_SHARE * batch * groups * patch_size**2
-
-
-def padded_table(images, size):
-    """The images (Bi, H, W) as a table of runs that no window row leaves:
-    (Bi, size + (H+1) * (W+size)), each image row followed by `size`
-    zeros, then a row of zeros, all after `size` zeros.
-
-    A copy of the images, O(Bi H W); in exchange every window entry is a
-    plain read (`padded_starts`), with no masks and no moved rows, and XLA
-    fuses the gather into the blend (see `extraction`).
-    """
-    count, height, width = ops.shape(images)
-    table = ops.pad(images, [[0, 0], [0, 1], [0, size]])
-    table = ops.reshape(table, (count, (height + 1) * (width + size)))
-    return ops.pad(table, [[0, 0], [size, 0]])
-
-
-def padded_starts(image_index, x_start, y_start, size, height, width):
-    """[image, first entry] in `padded_table` of each window row's run,
-    (b, c, size, 2) int32. A row inside the object starts in its image row,
-    at most `size` entries early (in the zeros after the row above, or
-    before the first) and at most `size` late (in the zeros after it); a
-    row outside starts at the row of zeros."""
-    x_start, y_start = clamp_starts(x_start, y_start, size, height, width)
-    rows = y_start[..., None] + ops.arange(size, dtype="int32")
-    row_start = size + rows * (width + size) + x_start[..., None]
-    outside = ops.logical_or(rows < 0, rows >= height)
-    row_start = ops.where(outside, size + height * (width + size), row_start)
-    image = ops.broadcast_to(image_index[:, None, None], ops.shape(rows))
-    return ops.stack([image, row_start], axis=-1)
-
-
-def padded_crop(table, shape):
-    """The images (Bi, H, W) `shape` out of their `padded_table` (or sums
-    added into one), (Bi, size + (H+1) * (W+size))."""
-    count, height, width = shape
-    size = (ops.shape(table)[1] - (height + 1) * width) // (height + 2)
-    rows = ops.reshape(table[:, size:], (count, height + 1, width + size))
-    return rows[:, :height, :width]
 
 
 def add_windows(contributions, image_index, x_start, y_start, shape):
