@@ -260,7 +260,10 @@ def test_extraction_gradient_ignores_patches_at_non_finite_offsets():
 
 @pytest.mark.skipif(BACKEND == "torch", reason="XLA's run scatter: TensorFlow and JAX")
 @pytest.mark.parametrize("reader", ["object", "padded"])
-@pytest.mark.parametrize("kind", ["fractional", "edges", "far"])
+# Edge offsets read the object's interior too; each case compiles two
+# programs (about 2 s on TensorFlow), so fractional offsets are left to the
+# tests above.
+@pytest.mark.parametrize("kind", ["edges", "far"])
 @pytest.mark.parametrize("obj,per_row", [((19, 31), False), ((9, 5), True)])
 def test_both_window_adders_match_the_oracle(monkeypatch, reader, kind, obj, per_row):
     """Windows added into the object itself and into its padded table
