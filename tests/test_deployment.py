@@ -184,22 +184,23 @@ def test_saved_model_export_serves_any_batch(tmp_path):
     np.testing.assert_array_equal(served["served"], expected)
     np.testing.assert_array_equal(served["as_layer"], expected)
     np.testing.assert_allclose(expected, oracle_patches(image[None], offsets, 8), atol=1e-5)
-    # What was exported is the vectorized path: no loop, and one window
-    # gather in the forward pass and one in the (saved) offsets gradient,
-    # each in both branches of a fusion-boundary conditional whose branches
-    # are the same function: four copies, whatever the batch; the (saved)
-    # object gradient gathers once, the rows it adds into the object's
-    # first and last rows.
+    # What was exported is the vectorized path: no loop, whatever the
+    # batch. The forward pass's gathers (`forward_gathers`, batch unknown);
+    # the (saved) offsets gradient's window gather in both branches of a
+    # fusion-boundary conditional whose branches are the same function;
+    # the (saved) object gradient gathers once, the rows it adds into the
+    # object's first and last rows.
     types = json.loads((tmp_path / "op_types.json").read_text())
-    expected = 4 * GATHER_OPS + (1 if _xla_windows() else 0)
+    forward = forward_gathers((1, 30, 33), None, 4, 8)
+    expected = forward + 2 * GATHER_OPS + (1 if _xla_windows() else 0)
     assert sum(types.count(g) for g in GATHERS) == expected, sorted(set(types))
     assert not {"While", "StatelessWhile"} & set(types)
 
 
 # The vectorized path's gathers: XLA's windowed gather where TensorFlow has
-# it, else the element gather. XLA's window gather is three of them (the
-# object's rows; its first and last row; the rows of the windows that need
-# those), the element gather one.
+# it, else the element gather. XLA's window gather into a buffer is three
+# of them (the object's rows; its first and last row; the rows of the
+# windows that need those), the element gather one.
 GATHERS = ("XlaGather", "GatherV2")
 
 
@@ -212,6 +213,19 @@ def _xla_windows():
 
 
 GATHER_OPS = 3 if _xla_windows() else 1
+
+
+def forward_gathers(image_shape, batch, groups, patch_size):
+    """The forward pass's gathers in a graph, by how it reads its windows
+    (`ops.windows.reader`): from the padded table, one run gather after the
+    fusion boundary; from the object itself, fused, that and, in both
+    branches of the boundary, the object's first and last rows and the
+    moved rows' runs from them; gathered, the window gather in both
+    branches."""
+    from ptycho_layers.ops import windows
+
+    how = windows.reader(np.zeros(image_shape, "complex64"), batch, groups, patch_size)
+    return {"padded": 1, "fused": 5, "gathered": 2 * GATHER_OPS}[how]
 
 
 def _graph_op_types(concrete):
@@ -239,9 +253,10 @@ def test_exported_graph_is_vectorized(batched):
         types = _graph_op_types(serve.get_concrete_function(tf.TensorSpec(shape, tf.float32)))
         loops = [t for t in types if t in ("While", "StatelessWhile")]
         if batched:
-            # One window gather, in each of the two identical branches of
-            # the kernel's fusion-boundary conditional.
-            assert sum(types.count(g) for g in GATHERS) == 2 * GATHER_OPS, (shape, types)
+            # The layer's kernel is traced to serve any batch (its shapes
+            # unknown), whatever the spec.
+            expected = forward_gathers((1, 30, 33), None, None, 8)
+            assert sum(types.count(g) for g in GATHERS) == expected, (shape, types)
             assert loops == [], shape
         else:
             assert len(loops) == 1, shape

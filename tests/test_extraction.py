@@ -10,8 +10,6 @@ from keras import ops
 from _fresh_process import run_python
 from conftest import BACKEND, covering, requires
 from oracle import asymmetric_object, oracle_patches
-from ptycho_layers import backends
-from ptycho_layers.ops import padded_table
 from ptycho_layers.ops import (
     batch_pieces,
     coordinate_dtype,
@@ -168,32 +166,6 @@ def test_one_image_per_row(kernel):
     offsets = make_offsets("fractional", 3, 4, 18, 21, 6, seed=2)
     patches = numpy(kernel(images, offsets, 6))
     np.testing.assert_allclose(patches, oracle_patches(images, offsets, 6), atol=1e-4)
-
-
-XLA_RUNS = pytest.mark.skipif(
-    backends.current().take_runs is None,
-    reason="XLA's run gather: TensorFlow and JAX",
-)
-
-
-@XLA_RUNS
-@pytest.mark.parametrize("reader", ["object", "padded"])
-@pytest.mark.parametrize("kind", KINDS)
-@pytest.mark.parametrize("obj", [(37, 53), (9, 5)])
-def test_both_window_readers_match_the_oracle(monkeypatch, reader, kind, obj):
-    """Windows read from the object itself and from its padded table
-    (`padded_table.fits`), forced either way: both against the
-    float64 oracle, one object per row, offsets of every kind. A 9x5
-    object is narrower than the windows: only the padded table reads it
-    as runs (the object reader falls back to the element gather)."""
-    monkeypatch.setattr(padded_table, "PADDED_SHARE", float("inf") if reader == "padded" else 0.0)
-    height, width = obj
-    images = np.stack([asymmetric_object(height, width, "complex64", seed=s) for s in range(2)])
-    offsets = make_offsets(kind, 2, 4, height, width, 7, seed=3)
-    assert padded_table.fits(images.shape, 2, 4, 7) == (reader == "padded")
-    patches = numpy(extract_patches_batched(images, offsets, 7))
-    expected = oracle_patches(images, offsets, 7)
-    np.testing.assert_allclose(patches, expected, rtol=0, atol=1e-6 * np.abs(images).max())
 
 
 @pytest.mark.parametrize("kernel", [extract_patches_batched, extract_patches_legacy])

@@ -7,7 +7,9 @@ kernel is compiled) is asked of `ptycho_layers.backends.current()`.
   every direction of the operator.
 - `runs`: windows as contiguous runs of the flattened object (XLA).
 - `padded_table`: the runs of a padded copy of a small object instead, with
-  no masks, so that XLA fuses the gather into the blend.
+  no masks.
+- `windows`: how extraction reads its windows (padded table, fused runs, or
+  gathered into a buffer).
 - `extraction`: the vectorized extraction kernel.
 - `placement`: its exact adjoint (and its gradient w.r.t. the object).
 - `offsets_gradient`: extraction's gradient w.r.t. the offsets.

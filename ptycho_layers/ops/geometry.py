@@ -26,6 +26,7 @@ __all__ = [
     "image_indices",
     "flat_positions",
     "nan_where_not_finite",
+    "real_parts",
 ]
 
 COMPLEX = ("complex64", "complex128")
@@ -190,3 +191,10 @@ def nan_where_not_finite(values, finite):
         # NaN in both parts, not NaN + 0j.
         nan = ops.cast(nan, dtype) * ops.cast(1 + 1j, dtype)
     return values + ops.cast(nan, dtype)
+
+
+def real_parts(values, dtype, coord):
+    """[real, imag] of complex `values`, else [values cast to `coord`]."""
+    if dtype in COMPLEX:
+        return [ops.real(values), ops.imag(values)]
+    return [ops.cast(values, coord)]

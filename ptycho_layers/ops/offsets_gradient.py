@@ -14,7 +14,7 @@ from ptycho_layers.backends import keras_ops as ops
 from ptycho_layers.ops import extraction
 from ptycho_layers.ops import geometry
 from ptycho_layers.ops import padded_table
-from ptycho_layers.ops.placement import real_parts
+from ptycho_layers.ops import windows
 
 __all__ = ["offsets_gradient"]
 
@@ -44,18 +44,22 @@ def offsets_gradient(images, offsets, upstream):
     )
     batch, groups = ops.shape(offsets)[0], ops.shape(offsets)[1]
     image_index = geometry.image_indices(batch, num_images)
+    # The padded table's runs where they serve; else windows gathered
+    # whole (two blends read them, and the fused runs leave the moved rows
+    # out).
     padded = padded_table.fits(ops.shape(images), batch, groups, patch_size)
+    reader = "padded" if padded else "gathered"
 
     def reads_and_geometry():
         where = geometry.window_geometry(x, y, height, width, patch_size, coord)
-        return extraction.window_reads(images, image_index, where, patch_size, padded), where
+        return windows.window_reads(images, image_index, where, patch_size, reader), where
 
     # Materialised, and the windows read, as in the forward pass (see
     # `extraction._windows_and_weights`).
     reads, where = backends.current().fusion_boundary(
         reads_and_geometry, ops.all(finite)
     )
-    window = extraction.read_windows(reads, width, patch_size)
+    window = windows.read_windows(images, reads, reader, patch_size)
     # d w0 / d f = -inside[n], d w1 / d f = inside[n + 1].
     col_d0 = -where["col_inside"][:, :-1]
     col_d1 = where["col_inside"][:, 1:]
@@ -66,7 +70,7 @@ def offsets_gradient(images, offsets, upstream):
     d_x = 0
     d_y = 0
     for part, values in zip(
-        real_parts(upstream, dtype, coord), real_parts(window, dtype, coord)
+        geometry.real_parts(upstream, dtype, coord), geometry.real_parts(window, dtype, coord)
     ):
         by_x = extraction.blend_parts(values, *weights[:2], col_d0, col_d1)
         by_y = extraction.blend_parts(values, row_d0, row_d1, *weights[2:])

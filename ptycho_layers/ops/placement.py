@@ -22,14 +22,7 @@ from ptycho_layers.ops import geometry
 from ptycho_layers.ops import padded_table
 from ptycho_layers.ops import runs
 
-__all__ = ["place_patches_batched", "real_parts"]
-
-
-def real_parts(values, dtype, coord):
-    """[real, imag] of complex `values`, else [values cast to `coord`]."""
-    if dtype in geometry.COMPLEX:
-        return [ops.real(values), ops.imag(values)]
-    return [ops.cast(values, coord)]
+__all__ = ["place_patches_batched"]
 
 
 def _pad(x, axis, before, after):
@@ -93,7 +86,7 @@ def _spread_inputs(patches, part, x, y, finite, height, width, predicate):
         values = ops.transpose(values, (0, 3, 1, 2))
         parts = [
             _pad(_pad(part, -2, 1, 1), -1, 1, 1)
-            for part in real_parts(values, dtype, coord)
+            for part in geometry.real_parts(values, dtype, coord)
         ]
         return (where["x_start"], where["y_start"], *weights, *parts)
 

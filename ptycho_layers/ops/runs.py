@@ -33,6 +33,8 @@ from ptycho_layers.backends import keras_ops as ops
 __all__ = [
     "available",
     "gather_windows",
+    "fused_reads",
+    "take_fused",
     "add_windows",
     "add_window_runs",
     "join_window_runs",
@@ -81,6 +83,47 @@ def gather_windows(images, image_index, x_start, y_start, size):
         ops.reshape(ends, (-1, width + 2 * size)), edge_starts, size
     )
     return backend.where(replaced, edge_rows[..., None, :], found)
+
+
+def fused_reads(images, image_index, x_start, y_start, size):
+    """What `take_fused` and the moved rows' share of the blend read, O(K
+    N), for a kernel to materialise.
+
+    Returns (starts, keep_rows, col_inside, moved, edge_rows): the runs'
+    [image, first entry], (b, c, size, 2); which window rows `take_fused`
+    keeps (inside the object, not moved) and which columns lie in it,
+    (b, c, size) bool each; the window row each window reads from the
+    padded end rows instead, (b, c) int32, -1 for none; and that row,
+    (b, c, size), zeros for none.
+    """
+    backend = backends.current()
+    _, height, width = ops.shape(images)
+    x_start, y_start = clamp_starts(x_start, y_start, size, height, width)
+    rows, columns, image, starts = runs(image_index, x_start, y_start, size, height, width)
+    replaced, edge_starts = moved_rows(image, x_start, y_start, size, height, width)
+    replaced = replaced[..., 0]
+    any_moved = ops.any(replaced, axis=-1)
+    which = ops.cast(ops.argmax(ops.cast(replaced, "int32"), axis=-1), "int32")
+    moved = ops.where(any_moved, which, -1)
+    ends = ops.pad(
+        ops.take(images, [0, height - 1], axis=1), [[0, 0], [0, 0], [size, size]]
+    )
+    edge_rows = backend.take_runs(ops.reshape(ends, (-1, width + 2 * size)), edge_starts, size)
+    edge_rows = backend.where(any_moved[..., None], edge_rows, ops.zeros_like(edge_rows))
+    keep_rows = ops.logical_and(_within(rows, height), ops.logical_not(replaced))
+    return starts, keep_rows, _within(columns, width), moved, edge_rows
+
+
+def take_fused(images, starts, keep_rows, col_inside, size):
+    """Windows (b, c, size, size) from `fused_reads`, each moved row and
+    every entry outside the object zero; one select past the gather, so
+    XLA fuses it into the blend (with the moved rows' select as well, its
+    loop ran 4x slower)."""
+    backend = backends.current()
+    _, height, width = ops.shape(images)
+    found = backend.take_runs(ops.reshape(images, (-1, height * width)), starts, size)
+    keep = ops.logical_and(keep_rows[..., :, None], col_inside[..., None, :])
+    return backend.where(keep, found, ops.zeros_like(found))
 
 
 def add_windows(contributions, image_index, x_start, y_start, shape):
@@ -190,13 +233,14 @@ def runs(image_index, x_start, y_start, size, height, width):
     return rows, columns, image, starts
 
 
+def _within(index, extent):
+    return ops.logical_and(index >= 0, index < extent)
+
+
 def inside(rows, columns, height, width):
     """(b, c, size, size) bool: which window entries lie in the object."""
-    def within(index, extent):
-        return ops.logical_and(index >= 0, index < extent)
-
     return ops.logical_and(
-        within(rows, height)[..., :, None], within(columns, width)[..., None, :]
+        _within(rows, height)[..., :, None], _within(columns, width)[..., None, :]
     )
 
 
