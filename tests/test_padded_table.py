@@ -24,11 +24,11 @@ def test_only_where_it_is_small_beside_the_patches():
     assert not padded_table.fits((1, 2048, 2048), 256, 4, 64)
     assert not padded_table.fits((1, 392, 392), None, 4, 64)
     # The bound itself: a 3x5 object with windows of 8 makes a table of
-    # 8 + 4 * 13 = 60 entries; 0.4 of the patches (b, 7, 7, 2) reaches 60
-    # entries at b = 2 (78.4), not at b = 1 (39.2).
-    assert padded_table.PADDED_SHARE == 0.4
-    assert padded_table.fits((1, 3, 5), 2, 2, 7)
-    assert not padded_table.fits((1, 3, 5), 1, 2, 7)
+    # 8 + 4 * 13 = 60 entries; 0.2 of the patches (b, 7, 7, 2) reaches 60
+    # entries at b = 4 (78.4), not at b = 3 (58.8).
+    assert padded_table.PADDED_SHARE == 0.2
+    assert padded_table.fits((1, 3, 5), 4, 2, 7)
+    assert not padded_table.fits((1, 3, 5), 3, 2, 7)
 
 
 def test_layout_and_crop():

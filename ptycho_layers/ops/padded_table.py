@@ -25,10 +25,11 @@ from ptycho_layers.ops.runs import clamp_starts
 __all__ = ["PADDED_SHARE", "fits", "table", "starts", "crop"]
 
 # The padded copy's largest size against the patches', in entries.
-# Extraction, K = 1024 or fewer patches of 64x64, CPU: with the table 1.2-1.9x
-# faster where it was 0.04, 0.17 and 0.27 of the patches, 1.3-1.5x slower
-# at 0.69 and 1.03 (TensorFlow and JAX alike); the bound sits between.
-PADDED_SHARE = 0.4
+# Extraction, K = 64 to 1024 patches of 64x64, CPU, against the object's
+# own runs fused (`ops.windows`): with the table 1.3-2.2x faster at 0.04,
+# 0.13 and 0.17 of the patches (TensorFlow; JAX the same or better), even
+# at 0.27 and 1.2-1.9x slower at 0.69 and 1.03; the bound sits between.
+PADDED_SHARE = 0.2
 
 
 def fits(image_shape, batch, groups, patch_size):
@@ -38,9 +39,10 @@ def fits(image_shape, batch, groups, patch_size):
     (or cropping the object out of it) costs less than it saves, and the
     work stays O(K N^2).
 
-    Default case on this CPU, output memory reused: extraction JAX 1.4 ms
-    against 2.5 from the object itself, TensorFlow 1.7 against 3.2;
-    placement TensorFlow 5.0 ms against 6.5.
+    Default case on this CPU, output memory reused: extraction JAX 1.4 ms,
+    TensorFlow 1.7-2.0; from the object's own runs, fused, 1.8 and 2.6;
+    gathered into a buffer, 2.5 and 3.2. Placement TensorFlow 5.0 ms
+    against 6.5.
     """
     count, height, width = image_shape
     size = patch_size + 1
