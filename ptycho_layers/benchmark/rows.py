@@ -179,8 +179,7 @@ def _layer(row_id):
         if padded_table.fits(shape, groups, channels, size):
             # The output and the padded table; no window buffer.
             count, height, width = shape
-            table = count * (size + 1 + (height + 1) * (width + size + 1))
-            working = table * case.itemsize
+            working = count * padded_table.length(height, width, size + 1) * case.itemsize
         else:
             # The (N+1)^2 windows of the largest piece of the batch, alive
             # one piece at a time.

@@ -6,8 +6,8 @@ leave it: the entries outside are masked and the rows XLA would move are
 read from the padded end rows. That costs little where the windows are
 gathered into a buffer, but fused into the blend XLA's loop over it ran
 3x slower than gathering and blending apart. So where the object is
-small beside the patches (`padded_fits`), the windows are read from, and
-added into, a copy of it made once per call (`padded_table`: each image
+small beside the patches (`fits`), the windows are read from, and
+added into, a copy of it made once per call (`table`: each image
 row followed by N+1 zeros, a row of zeros after the last, all after N+1
 zeros), materialised behind the fusion boundary rather than fused into
 the gather: no run leaves it and every entry outside the object is a
@@ -22,7 +22,7 @@ from ptycho_layers import backends
 from ptycho_layers.backends import keras_ops as ops
 from ptycho_layers.ops.runs import clamp_starts
 
-__all__ = ["PADDED_SHARE", "fits", "table", "starts", "crop"]
+__all__ = ["PADDED_SHARE", "fits", "length", "table", "starts", "crop"]
 
 # The padded copy's largest size against the patches', in entries.
 # Extraction, K = 64 to 1024 patches of 64x64, CPU, against the object's
@@ -51,8 +51,12 @@ def fits(image_shape, batch, groups, patch_size):
     # image row, in the zeros.
     if not static or backends.current().take_runs is None:
         return False
-    entries = count * (size + (height + 1) * (width + size))
-    return entries <= PADDED_SHARE * batch * groups * patch_size**2
+    return count * length(height, width, size) <= PADDED_SHARE * batch * groups * patch_size**2
+
+
+def length(height, width, size):
+    """Entries of one image's table: `size` zeros, then H+1 rows of W+size."""
+    return size + (height + 1) * (width + size)
 
 
 def table(images, size):

@@ -188,7 +188,7 @@ def _add_padded(contributions, image_index, x_start, y_start, shape, sums=None):
     size = ops.shape(contributions)[-1]
     starts = padded_table.starts(image_index, x_start, y_start, size, height, width)
     if sums is None:
-        length = size + (height + 1) * (width + size)
+        length = padded_table.length(height, width, size)
         sums = (ops.zeros((count, length), contributions.dtype),)
     return (backends.current().add_runs(sums[0], starts, contributions),)
 

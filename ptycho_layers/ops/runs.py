@@ -76,13 +76,18 @@ def gather_windows(images, image_index, x_start, y_start, size):
     )
 
     replaced, edge_starts = moved_rows(image, x_start, y_start, size, height, width)
+    edge_rows = backend.take_runs(_end_rows(images, size), edge_starts, size)
+    return backend.where(replaced, edge_rows[..., None, :], found)
+
+
+def _end_rows(images, size):
+    """The first and last row of each image (Bi, H, W), padded by `size`
+    zeros at both ends: (2*Bi, W + 2*size), where `moved_rows` points."""
+    _, height, width = ops.shape(images)
     ends = ops.pad(
         ops.take(images, [0, height - 1], axis=1), [[0, 0], [0, 0], [size, size]]
     )
-    edge_rows = backend.take_runs(
-        ops.reshape(ends, (-1, width + 2 * size)), edge_starts, size
-    )
-    return backend.where(replaced, edge_rows[..., None, :], found)
+    return ops.reshape(ends, (-1, width + 2 * size))
 
 
 def fused_reads(images, image_index, x_start, y_start, size):
@@ -105,10 +110,7 @@ def fused_reads(images, image_index, x_start, y_start, size):
     any_moved = ops.any(replaced, axis=-1)
     which = ops.cast(ops.argmax(ops.cast(replaced, "int32"), axis=-1), "int32")
     moved = ops.where(any_moved, which, -1)
-    ends = ops.pad(
-        ops.take(images, [0, height - 1], axis=1), [[0, 0], [0, 0], [size, size]]
-    )
-    edge_rows = backend.take_runs(ops.reshape(ends, (-1, width + 2 * size)), edge_starts, size)
+    edge_rows = backend.take_runs(_end_rows(images, size), edge_starts, size)
     edge_rows = backend.where(any_moved[..., None], edge_rows, ops.zeros_like(edge_rows))
     keep_rows = ops.logical_and(_within(rows, height), ops.logical_not(replaced))
     return starts, keep_rows, _within(columns, width), moved, edge_rows
