@@ -16,6 +16,7 @@ devices, and wherever autograd or an ONNX trace records the kernel.
 import torch
 
 from ptycho_layers.backends import torch_pieces
+from ptycho_layers.backends import torch_spread
 
 __all__ = ["padded_patches", "padded_placement", "add_rows"]
 
@@ -188,8 +189,8 @@ def _spread_fused(values, x0, x1, y0, y1):
 def _spread_eager(values, x0, x1, y0, y1):
     """`_spread_fused` op by op, summing in place. Where autograd is not
     recording (the usual case: inside `differentiable`'s forward and
-    backward), products are written into their place: two buffers as
-    large as the windows, not six, and neither zeroed."""
+    backward), `torch_spread.spread_into` writes two `lerp`s into three
+    buffers about as large as the windows, not six products."""
     b, c, n, _, q = values.shape
     # An ONNX export's trace cannot write `out=` products either.
     recording = torch.jit.is_tracing() or (
@@ -204,9 +205,7 @@ def _spread_eager(values, x0, x1, y0, y1):
         windows[:, :, :-1] += across * y0
         windows[:, :, 1:] += across * y1
         return windows
-    across = values.new_empty((b, c, n, n + 1, q))
-    windows = values.new_empty((b, c, n + 1, n + 1, q))
-    return torch_pieces.spread_into(values, x0, x1, y0, y1, across, windows)
+    return torch_spread.spread_into(values, x1, y1, *torch_spread.spread_buffers(values, b))
 
 
 def _form(values):
