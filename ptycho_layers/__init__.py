@@ -12,6 +12,7 @@ if sys.argv[:1] == ["-m"]:
     quiet_start()
 
 from ptycho_layers.functional import extract_patches  # noqa: E402
+from ptycho_layers.memory import reuse_freed_memory  # noqa: E402
 from ptycho_layers.patch_extraction import PatchExtraction  # noqa: E402
 from ptycho_layers.patch_placement import PatchPlacement  # noqa: E402
 from ptycho_layers.placement import place_patches  # noqa: E402
@@ -29,4 +30,5 @@ __all__ = [
     "place_patches",
     "reassemble",
     "reassemble_position",
+    "reuse_freed_memory",
 ]

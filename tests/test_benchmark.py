@@ -19,6 +19,7 @@ from keras import ops
 from conftest import BACKEND, requires, tensorflow_only
 from oracle import asymmetric_object, oracle_patches
 from oracle import oracle_place
+from ptycho_layers import memory
 from ptycho_layers.benchmark import case as case_lib
 from ptycho_layers.benchmark import cli
 from ptycho_layers.benchmark import measure
@@ -406,6 +407,7 @@ def test_allocator_settings_are_reported(tmp_path, capsys, monkeypatch):
             monkeypatch.delenv(name)
     monkeypatch.setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")
     monkeypatch.setenv("MALLOC_ARENA_MAX", "1")
+    monkeypatch.setattr(memory, "_limit", None)
     path = tmp_path / "out.json"
     status = cli.main(["--quick", "--repeats", "1", "--memory", "analytic",
                        "--no-progress", "--rows", "copy_numpy", "--json", str(path)])
@@ -413,6 +415,27 @@ def test_allocator_settings_are_reported(tmp_path, capsys, monkeypatch):
     settings = json.loads(path.read_text())["machine"]["allocator_settings"]
     assert settings == {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1", "MALLOC_ARENA_MAX": "1"}
     assert "GLIBC_TUNABLES=glibc.malloc.hugetlb=1 MALLOC_ARENA_MAX=1" in capsys.readouterr().out
+
+
+def test_reuse_freed_memory_is_made_and_reported(tmp_path, capsys, monkeypatch):
+    """--reuse-freed-memory calls `reuse_freed_memory` before any row runs
+    (here with glibc's `mallopt` stood in for: the worker keeps its own
+    allocator), passes itself on to the memory probes, and the JSON and
+    the notes say so."""
+    monkeypatch.setattr(memory, "_limit", None)
+    calls = []
+    monkeypatch.setattr(memory, "_mallopt", lambda: lambda *call: calls.append(call) or 1)
+    path = tmp_path / "out.json"
+    status = cli.main(["--quick", "--repeats", "1", "--memory", "analytic", "--no-progress",
+                       "--rows", "copy_numpy", "--reuse-freed-memory", "--json", str(path)])
+    assert status == 0
+    assert (memory._M_MMAP_THRESHOLD, 2**30) in calls
+    settings = json.loads(path.read_text())["machine"]["allocator_settings"]
+    assert settings["reuse_freed_memory"] == str(2**30)
+    assert f"reuse_freed_memory={2**30}" in capsys.readouterr().out
+    args = cli.parse_args(["--quick", "--reuse-freed-memory"])
+    assert "--reuse-freed-memory" in measure._probe_argv(args, "copy_numpy")
+    assert "--reuse-freed-memory" not in measure._probe_argv(cli.parse_args(["--quick"]), "copy_numpy")
 
 
 @pytest.mark.slow

@@ -13,7 +13,8 @@ system at every call and every page of it faults on first write (8193 minor
 faults per call for a 32 MiB output, none for 16 MiB): that, not the
 kernel, is most of a call's time there, `jnp.array(copy=True)` included;
 TensorFlow's allocator pools such buffers. Which allocator a process uses
-is its owner's choice, so it is not set here.
+is its owner's choice, so it is not set here; `ptycho_layers.memory`'s
+`reuse_freed_memory()` makes the same settings at run time, on request.
 """
 
 import jax

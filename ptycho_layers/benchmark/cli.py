@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 
+from ptycho_layers import memory
 from ptycho_layers.benchmark import backends
 from ptycho_layers.benchmark import case as case_lib
 from ptycho_layers.benchmark import measure
@@ -111,6 +112,9 @@ def parse_args(argv=None):
         "objects exceed 2 GB) time when K is larger (default 32; 4 on torch)")
     add("--tiled-budget-mb", type=int, default=1024,
         help="memory per chunk of the tiled batch, MB (default 1024)")
+    add("--reuse-freed-memory", action="store_true",
+        help="first call ptycho_layers.reuse_freed_memory(): glibc keeps "
+        "freed buffers for reuse, so fresh outputs do not fault (JAX)")
     add("--seed", type=int, default=0)
     add("--no-progress", action="store_true", help="no progress bar")
     add("--memory-probe", action="store_true", help=argparse.SUPPRESS)
@@ -216,6 +220,8 @@ def main(argv=None):
     """Run the benchmark; print the table; return the exit status."""
     args = parse_args(argv)
     backends.require(args.backend)
+    if args.reuse_freed_memory:
+        memory.reuse_freed_memory()
     backends.prepare(args.dtype)
     if args.memory_probe:
         return _memory_probe(args)

@@ -170,7 +170,7 @@ def _probe_argv(args, row_id):
         "--dtype", args.dtype, "--rows", row_id, "--seed", str(args.seed),
         "--legacy-patches", str(args.legacy_patches),
         "--tiled-budget-mb", str(args.tiled_budget_mb),
-    ]
+    ] + (["--reuse-freed-memory"] if args.reuse_freed_memory else [])
 
 
 def measure_memory(args, results, progress):

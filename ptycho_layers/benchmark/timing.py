@@ -18,6 +18,7 @@ import statistics
 import sys
 import time
 
+from ptycho_layers import memory
 from ptycho_layers.benchmark import backends
 
 __all__ = [
@@ -212,9 +213,13 @@ ALLOCATOR_VARIABLES = ("GLIBC_TUNABLES", "THP_MEM_ALLOC_ENABLE", "LD_PRELOAD")
 
 def allocator_settings():
     """{name: value} of the allocator variables set in this process
-    (glibc's MALLOC_* included)."""
-    return {
+    (glibc's MALLOC_* included), and `reuse_freed_memory`'s limit where it
+    was called."""
+    settings = {
         name: value
         for name, value in sorted(os.environ.items())
         if name in ALLOCATOR_VARIABLES or name.startswith("MALLOC_")
     }
+    if memory.reused_up_to() is not None:
+        settings["reuse_freed_memory"] = str(memory.reused_up_to())
+    return settings
