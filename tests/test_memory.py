@@ -16,11 +16,12 @@ from ptycho_layers import memory
 
 MODULE = Path(memory.__file__)
 
-# A 64 MiB buffer filled, freed, and allocated and filled again: the page
-# faults of the second fill. The module is loaded on its own, without the
-# package (and Keras), so nothing else allocates in between.
+# A 64 MiB buffer filled, freed, and allocated and filled again, by a
+# thread started after the setting (as a backend's worker threads are):
+# the page faults of the second fill. The module is loaded on its own,
+# without the package (and Keras), so nothing else allocates in between.
 SNIPPET = """
-import ctypes, importlib.util, resource, sys
+import ctypes, importlib.util, resource, sys, threading
 spec = importlib.util.spec_from_file_location("memory", sys.argv[1])
 memory = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(memory)
@@ -33,11 +34,16 @@ def filled():
     buffer = libc.malloc(size)
     ctypes.memset(buffer, 1, size)
     return buffer
-libc.free(filled())
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-libc.free(filled())
-faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-print(applied, faults, size // resource.getpagesize())
+faults = []
+def work():
+    libc.free(filled())
+    before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+    libc.free(filled())
+    faults.append(resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before)
+thread = threading.Thread(target=work)
+thread.start()
+thread.join()
+print(applied, faults[0], size // resource.getpagesize())
 """
 
 
@@ -80,13 +86,18 @@ def test_where_there_is_no_glibc_nothing_is_set(monkeypatch):
 
 
 def test_the_settings_made_are_recorded(monkeypatch):
-    """Both settings, trim threshold first, the trim capped at C's int."""
+    """The three settings, trim threshold first, the trim capped at C's
+    int."""
     monkeypatch.setattr(memory, "_limit", None)
     calls = []
     monkeypatch.setattr(memory, "_mallopt", lambda: lambda *call: calls.append(call) or 1)
     assert memory.reuse_freed_memory(2**30) is True
-    assert calls == [(memory._M_TRIM_THRESHOLD, 2**31 - 1), (memory._M_MMAP_THRESHOLD, 2**30)]
+    assert calls == [
+        (memory._M_TRIM_THRESHOLD, 2**31 - 1), (memory._M_MMAP_THRESHOLD, 2**30), (memory._M_ARENA_MAX, 1)
+    ]
     assert memory.reused_up_to() == 2**30
     calls.clear()
     assert memory.reuse_freed_memory(1000) is True
-    assert calls == [(memory._M_TRIM_THRESHOLD, 4000), (memory._M_MMAP_THRESHOLD, 1000)]
+    assert calls == [
+        (memory._M_TRIM_THRESHOLD, 4000), (memory._M_MMAP_THRESHOLD, 1000), (memory._M_ARENA_MAX, 1)
+    ]
