@@ -220,12 +220,13 @@ def forward_gathers(image_shape, batch, groups, patch_size):
     (`ops.windows.reader`): from the padded table, one run gather after the
     fusion boundary; from the object itself, fused, that and, in both
     branches of the boundary, the object's first and last rows and the
-    moved rows' runs from them; gathered, the window gather in both
-    branches."""
+    moved rows' runs from them (five), all of it twice, in both branches
+    of the boundary that hands the patches out; gathered, the window
+    gather in both branches."""
     from ptycho_layers.ops import windows
 
     how = windows.reader(np.zeros(image_shape, "complex64"), batch, groups, patch_size)
-    return {"padded": 1, "fused": 5, "gathered": 2 * GATHER_OPS}[how]
+    return {"padded": 1, "fused": 2 * 5, "gathered": 2 * GATHER_OPS}[how]
 
 
 def _graph_op_types(concrete):
