@@ -6,20 +6,22 @@ it back to the system when it is freed; its threshold for that adapts
 upwards, but never past 32 MiB. So every buffer of 32 MiB or more is new
 memory, and its every page faults on first write. For the default
 benchmark case under JAX on the CPU, whose runtime allocates each output
-with `malloc`, the faults are most of a call's time: 8.5 ms a call, 1.1 ms
-once freed outputs are reused (`python -m ptycho_layers.benchmark
---backend jax --reuse-freed-memory`). TensorFlow pools its buffers
+with `malloc`, the faults are most of a call's time when they happen:
+extraction took 2.9-10.6 ms a call, 1.5 ms once freed outputs were reused
+(`python -m ptycho_layers.benchmark --backend jax --reuse-freed-memory`). TensorFlow pools its buffers
 itself, and PyTorch's kernels here take their outputs from a pool of
 their own (`backends.torch_buffers`), so neither needs this.
 
 The cost is memory: what the process frees stays with it, for its next
 allocations, rather than going back to the system. The same settings can
 be made for a whole process before it starts, with glibc's environment
-variables (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`).
+variables (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`,
+`MALLOC_ARENA_MAX`).
 """
 
 import ctypes
 import ctypes.util
+import numbers
 import sys
 
 __all__ = ["reuse_freed_memory", "reused_up_to"]
@@ -68,13 +70,14 @@ def reuse_freed_memory(limit=2**30):
     ValueError: limit must be an int from 1 to 2**31 - 1 (bytes); received: 0
     """
     global _limit
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _INT_MAX:
+    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or not 1 <= limit <= _INT_MAX:
         raise ValueError(
             f"limit must be an int from 1 to 2**31 - 1 (bytes); received: {limit!r}"
         )
     mallopt = _mallopt()
     if mallopt is None:
         return False
+    limit = int(limit)
     trim = min(4 * limit, _INT_MAX)
     # The trim threshold first: a lower mmap threshold alone would put
     # freed buffers on the heap only for a trim to hand them back. One

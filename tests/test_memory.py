@@ -10,6 +10,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from ptycho_layers import memory
@@ -97,7 +98,9 @@ def test_the_settings_made_are_recorded(monkeypatch):
     ]
     assert memory.reused_up_to() == 2**30
     calls.clear()
-    assert memory.reuse_freed_memory(1000) is True
+    # Any integer, NumPy's included, passed on as a Python int.
+    assert memory.reuse_freed_memory(np.int64(1000)) is True
+    assert all(type(value) is int for _, value in calls)
     assert calls == [
         (memory._M_TRIM_THRESHOLD, 4000), (memory._M_MMAP_THRESHOLD, 1000), (memory._M_ARENA_MAX, 1)
     ]
