@@ -1,7 +1,8 @@
 """The three ways extraction reads its windows, each forced in turn,
 against the float64 oracle: the padded table, the object's own runs fused
 into the blend (the moved rows added apart) and windows gathered into a
-buffer."""
+buffer; and, in XLA's optimized program, what the caller's next operation
+may fuse with."""
 
 import re
 
