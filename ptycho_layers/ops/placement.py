@@ -48,19 +48,28 @@ def _spread_inputs(patches, part, x, y, finite, height, width, predicate):
             bool computed from the data.
 
     Returns:
-        (x_start, y_start, weights, parts): (b, c) int32 window starts; the
-        weights [row_w0, row_w1, col_w0, col_w1], (b, c, N+1, 1) for rows
-        and (b, c, 1, N+1) for columns, zero-padded so that entry n is the
-        weight of window entry n as the first neighbour of patch entry n
-        (w0) or the second of patch entry n-1 (w1); and the patches' real
-        parts (real and imaginary, or the values), (b, c, N+2, N+2), groups
-        first, zero-padded by one all round, zero for non-finite offsets.
+        (x_start, y_start, weights, pairs): (b, c) int32 window starts; the
+        weights [row_w0, row_w1, col_w0, col_w1], (b, c, N+1, 1, 1) for
+        rows and (b, c, 1, N+1, 1) for columns, zero-padded so that entry n
+        is the weight of window entry n as the first neighbour of patch
+        entry n (w0) or the second of patch entry n-1 (w1); and the
+        patches' real parts side by side, (b, c, N+2, N+2, q) (q = 2, real
+        and imaginary, for complex values; 1 for real ones), groups first,
+        zero-padded by one all round, zero for non-finite offsets.
 
     Behind a fusion boundary: fused into the loops over window entries, XLA
     would recompute the weights for every entry; and the predicate (from
     the previous piece's sum) keeps one piece's inputs alive at a time.
     (The transposes also keep XLA from turning the boundary into a select,
     which it does when a branch holds only elementwise operations.)
+
+    The real and imaginary parts are padded as one array, each pair of
+    values side by side, not as two arrays: XLA's padding loop then runs
+    at about the speed of a copy of the patches (JAX CPU, 1024 patches of
+    64x64, profiled: 0.9 ms a call against 1.76 ms for two arrays), and
+    the default case's placement takes 3.2 ms instead of 4.3 (TensorFlow,
+    `jit_compile`: 4.4 instead of 5.9; same process, interleaved calls).
+    Padding by concatenation, not `keras.ops.pad`: that took 4.5 ms.
     """
     coord = standardize_dtype(x.dtype)
     dtype = standardize_dtype(patches.dtype)
@@ -84,27 +93,25 @@ def _spread_inputs(patches, part, x, y, finite, height, width, predicate):
             finite[:, None, None, :], piece, ops.zeros_like(piece)
         )
         values = ops.transpose(values, (0, 3, 1, 2))
-        parts = [
-            _pad(_pad(part, -2, 1, 1), -1, 1, 1)
-            for part in geometry.real_parts(values, dtype, coord)
-        ]
-        return (where["x_start"], where["y_start"], *weights, *parts)
+        pairs = ops.stack(geometry.real_parts(values, dtype, coord), axis=-1)
+        pairs = _pad(_pad(pairs, -3, 1, 1), -2, 1, 1)
+        return (where["x_start"], where["y_start"], *weights, pairs)
 
     x_start, y_start, *rest = backends.current().fusion_boundary(compute, predicate)
-    return x_start, y_start, rest[:4], rest[4:]
+    return x_start, y_start, [w[..., None] for w in rest[:4]], rest[4]
 
 
 def _spread(padded, row_w0, row_w1, col_w0, col_w1):
     """The adjoint of the bilinear blend, on real values, groups first.
 
-    padded: (b, c, N+2, N+2) values padded by one zero all round; weights
-    as `_spread_inputs` gives them. Returns (b, c, N+1, N+1): what each
-    window entry receives, summed over the patch entries that read it.
-    Window entry (p, q) is read by patch entries (p or p-1, q or q-1): with
-    the values and the weights padded by zeros, one elementwise expression
-    (one loop under XLA).
+    padded: (b, c, N+2, N+2, q) real parts padded by one zero all round;
+    weights as `_spread_inputs` gives them. Returns (b, c, N+1, N+1, q):
+    what each window entry receives, summed over the patch entries that
+    read it. Window entry (p, q) is read by patch entries (p or p-1, q or
+    q-1): with the values and the weights padded by zeros, one elementwise
+    expression (one loop under XLA).
     """
-    size = ops.shape(padded)[-1] - 1
+    size = ops.shape(padded)[-2] - 1
 
     def at(row, col):
         # padded[p + row, q + col] for every window entry (p, q).
@@ -160,14 +167,16 @@ def place_patches_batched(patches, offsets, image_shape):
     share = 0.1 if padded else 0.3
     for start, stop in extraction.batch_pieces(batch, groups, patch_size, share=share):
         part = slice(start, stop)
-        x_start, y_start, weights, parts = _spread_inputs(
+        x_start, y_start, weights, pairs = _spread_inputs(
             patches, part, x[part], y[part], finite[part], height, width, predicate
         )
-        spread = [_spread(values, *weights) for values in parts]
+        spread = _spread(pairs, *weights)
         if dtype in geometry.COMPLEX:
-            contributions = backends.current().complex(*spread)
+            contributions = backends.current().complex(
+                spread[..., 0], spread[..., 1]
+            )
         else:
-            contributions = ops.cast(spread[0], dtype)
+            contributions = ops.cast(spread[..., 0], dtype)
         add = _add_padded if padded else _add_windows
         sums = add(contributions, image_index[part], x_start, y_start, image_shape, sums)
         # The next piece's inputs wait for this piece's sums, so only one
