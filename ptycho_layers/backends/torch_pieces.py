@@ -1,6 +1,7 @@
 """PyTorch's kernels on the CPU, in pieces (see `backends.torch_windows`):
 the batch a piece of about `PIECE_BYTES` of windows at a time, every
-result written in place, with no padded copy of the object.
+result written in place. Extraction here, placement in
+`backends.torch_placement`, with what they share.
 
 A fresh buffer as large as the output costs, in page faults, as much as
 the arithmetic: a piece's buffers are allocated once per call, reused,
@@ -9,10 +10,11 @@ Extraction copies each window row whole (`index_select` of an
 `as_strided` view of every run of N+1 pixels) and blends with two
 `lerp`s; placement spreads a piece's patches and adds each window into a
 view of the sums, in batch order. Windows that are not wholly inside
-their object (few, at the edges) are handled one by one, clipped.
-`torch.compile` and `torch.export` call both as the custom operators
-`ptycho_layers::patches_in_pieces` and
-`ptycho_layers::placement_in_pieces`.
+their object (at the edges) are handled one by one, clipped, unless so
+many of them are that reading them from, or adding them into, objects
+padded by N+1 costs less (`EDGE_WINDOW_PIXELS`).
+`torch.compile` and `torch.export` call extraction as the custom
+operator `ptycho_layers::patches_in_pieces`.
 
 Shapes: objects (Bi, H, W, q) in pairs (q = 2 for complex values, 1 for
 real ones); image, row, col (b, c) int64 window corners in the objects
@@ -20,21 +22,18 @@ padded by N+1 (`torch_windows._corners`); fx, fy (b, c, 1, 1, 1) weights
 of the second neighbour; values and patches (b, c, N, N, q).
 """
 
-from typing import List
-
 import torch
 
 from ptycho_layers.backends import torch_buffers
-from ptycho_layers.backends.torch_spread import spread_buffers
-from ptycho_layers.backends.torch_spread import spread_into
 
 __all__ = [
     "PIECE_BYTES",
     "EDGE_WINDOW_PIXELS",
+    "piece_rows",
+    "windows_in_objects",
+    "clipped",
     "patches_in_pieces",
-    "placement_in_pieces",
     "patches_op",
-    "placement_op",
 ]
 
 # Windows per piece, in bytes: a piece's buffers stay in cache. (Default
@@ -45,17 +44,21 @@ PIECE_BYTES = 2**21
 # Extraction clips a window that is not wholly inside its object one by
 # one, at about the cost of padding this many pixels (11 us against
 # 0.76 ns a pixel, default case): with more such windows than the object
-# has pixels over this, it pads the object instead.
+# has pixels over this, it pads the object instead. Placement likewise,
+# against the pixels of the padded sums (zeroed, and the objects cropped
+# out of them): default case, 8.0 ms padded against 9.6 clipped; objects
+# of 1024^2 even (1.24 M pixels of windows against 1.33 M of sums);
+# 2048^2, clipped, 0.6 ms faster.
 EDGE_WINDOW_PIXELS = 10_000
 
 
-def _piece_rows(batch, window_bytes):
+def piece_rows(batch, window_bytes):
     """Rows of the batch per piece, rows whose windows take `window_bytes`
     each (all of a row's groups together)."""
     return max(1, min(batch, PIECE_BYTES // max(window_bytes, 1)))
 
 
-def _windows_in_objects(image, row, col, object_shape, size):
+def windows_in_objects(image, row, col, object_shape, size):
     """Where each window lies in the objects themselves.
 
     Args:
@@ -83,7 +86,7 @@ def _windows_in_objects(image, row, col, object_shape, size):
     return starts, inside, corners.tolist()
 
 
-def _clipped(top, left, size, height, width):
+def clipped(top, left, size, height, width):
     """For a window at (top, left) of an object (H, W): the slices of the
     object and of the window where they overlap, or None."""
     rows = (max(top, 0), min(top + size, height))
@@ -132,7 +135,7 @@ def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size):
     size = patch_size + 1
     objects = pairs.contiguous()
     _, height, width, q = objects.shape
-    starts, inside, edges = _windows_in_objects(image, row, col, objects.shape, size)
+    starts, inside, edges = windows_in_objects(image, row, col, objects.shape, size)
     if len(edges) * EDGE_WINDOW_PIXELS > objects.numel() // q:
         # Many windows at the edges of a small object: all of them read
         # from a padded copy of it instead, in which every window is whole.
@@ -144,7 +147,7 @@ def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size):
     starts = starts[..., None] + torch.where(inside[..., None], span, 0)
     runs = _runs(objects, size)
     patches = torch_buffers.new_output((batch, groups, patch_size, patch_size, q), objects.dtype)
-    step = _piece_rows(batch, groups * size * size * q * objects.element_size())
+    step = piece_rows(batch, groups * size * size * q * objects.element_size())
     # One piece's buffers, reused: a fresh buffer per piece is returned to
     # the system when freed, and faulted in again by the next piece.
     window_buffer = objects.new_empty((step * groups * size, size * q))
@@ -160,7 +163,7 @@ def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size):
         while edges and edges[-1][0] < first + count:
             b, k, index, top, left = edges.pop()
             edge = window[b - first, k].zero_()
-            overlap = _clipped(top, left, size, height, width)
+            overlap = clipped(top, left, size, height, width)
             if overlap is not None:
                 in_object, in_window = overlap
                 edge[in_window].copy_(objects[(index,) + in_object])
@@ -169,69 +172,6 @@ def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size):
         torch.lerp(window[:, :, :, :-1], window[:, :, :, 1:], fx[piece], out=across)
         torch.lerp(across[:, :, :-1], across[:, :, 1:], fy[piece], out=patches[piece])
     return patches
-
-
-def placement_in_pieces(values, image, row, col, fx, fy, object_shape):
-    """`torch_windows.padded_placement`'s sums, a piece of the batch at a
-    time, straight into the objects: what falls outside them is dropped.
-
-    Args:
-        values: (b, c, N, N, q) in the coordinate dtype; image, row, col:
-            (b, c) int64 corners in the objects padded by N+1 (see
-            `_corners`); fx, fy: (b, c, 1, 1, 1) weights of the second
-            neighbour.
-        object_shape: (Bi, H, W, q).
-
-    Returns:
-        (Bi, H, W, q): the windows added in batch order, each with one
-        in-place add of a view (bitwise reproducible).
-    """
-    batch, groups, patch_size, _, q = values.shape
-    size = patch_size + 1
-    _, height, width, _ = object_shape
-    total = torch_buffers.new_output(tuple(object_shape), values.dtype).zero_()
-    # Host integers, once: on the CPU this costs no synchronisation.
-    starts, inside, edges = _windows_in_objects(image, row, col, object_shape, size)
-    # Every window of the sums by its first pixel, whole or not: indexing
-    # it makes a window's view at a third less cost than `as_strided`.
-    count = max(total.numel() // q - (size - 1) * (width + 1), 0)
-    every_window = total.as_strided((count, size, size, q), (q, width * q, q, 1))
-    targets = [
-        every_window[start] if whole else None
-        for start, whole in zip(starts.reshape(-1).tolist(), inside.reshape(-1).tolist())
-    ]
-    # Windows not inside their object, in batch order: (position, the
-    # overlap in the sums or None, the overlap in the window).
-    clipped = []
-    for b, k, index, top, left in reversed(edges):  # popped from the end
-        overlap = _clipped(top, left, size, height, width)
-        in_object, in_window = overlap if overlap else ((), None)
-        target = total[(index,) + in_object] if overlap else None
-        clipped.append((b * groups + k, target, in_window))
-    step = _piece_rows(batch, groups * size * size * q * values.element_size())
-    # One piece's buffers, reused (see `patches_in_pieces`).
-    buffers = spread_buffers(values, step)
-    for first in range(0, batch, step):
-        piece = slice(first, first + step)
-        count = len(range(batch)[piece])
-        windows = spread_into(
-            values[piece], fx[piece], fy[piece], *(buffer[:count] for buffer in buffers)
-        )
-        low, high = first * groups, (first + count) * groups
-        sources = windows.flatten(0, 1).unbind(0)
-        pairs = list(zip(targets[low:high], sources))
-        edged = bool(clipped) and clipped[-1][0] < high
-        while clipped and clipped[-1][0] < high:
-            position, target, in_window = clipped.pop()
-            source = pairs[position - low][1]
-            pairs[position - low] = (target, None if target is None else source[in_window])
-        if edged:
-            pairs = [pair for pair in pairs if pair[0] is not None]
-        if pairs:  # none where every window of the piece falls outside
-            # One call adding source k into target k, in order (on the CPU
-            # a loop in C++: a third faster than a Python loop of `add_`).
-            torch._foreach_add_(*map(list, zip(*pairs)))
-    return total
 
 
 @torch.library.custom_op("ptycho_layers::patches_in_pieces", mutates_args=())
@@ -253,23 +193,3 @@ def patches_op(
 def _(pairs, image, row, col, fx, fy, patch_size):
     batch, groups = row.shape
     return pairs.new_empty((batch, groups, patch_size, patch_size, pairs.shape[-1]))
-
-
-@torch.library.custom_op("ptycho_layers::placement_in_pieces", mutates_args=())
-def placement_op(
-    values: torch.Tensor,
-    image: torch.Tensor,
-    row: torch.Tensor,
-    col: torch.Tensor,
-    fx: torch.Tensor,
-    fy: torch.Tensor,
-    object_shape: List[int],
-) -> torch.Tensor:
-    """`placement_in_pieces` as one operator that `torch.compile` and
-    `torch.export` call as it is (CPU tensors)."""
-    return placement_in_pieces(values, image, row, col, fx, fy, object_shape)
-
-
-@placement_op.register_fake
-def _(values, image, row, col, fx, fy, object_shape):
-    return values.new_empty(object_shape)

@@ -1,5 +1,5 @@
 """The adjoint of the bilinear blend, op by op, into reused buffers: what
-PyTorch's placement adds into the objects (`backends.torch_pieces`,
+PyTorch's placement adds into the objects (`backends.torch_placement`,
 `backends.torch_windows`).
 
 Window rows are N+1 entries long in every buffer, with the entries beyond

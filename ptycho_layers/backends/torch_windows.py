@@ -16,6 +16,7 @@ devices, and wherever autograd or an ONNX trace records the kernel.
 import torch
 
 from ptycho_layers.backends import torch_pieces
+from ptycho_layers.backends import torch_placement
 from ptycho_layers.backends import torch_spread
 
 __all__ = ["padded_patches", "padded_placement", "add_rows"]
@@ -281,7 +282,11 @@ def padded_placement(patches, image_index, x, y, finite, image_shape):
     form = _form(values)
     if form in ("pieces", "pieces_op"):
         shape = [count, height, width, values.shape[-1]]
-        place = torch_pieces.placement_in_pieces if form == "pieces" else torch_pieces.placement_op
+        place = (
+            torch_placement.placement_in_pieces
+            if form == "pieces"
+            else torch_placement.placement_op
+        )
         return _from_pairs(place(values, image, row, col, fx, fy, shape), patches.dtype)
     shape = (count, height + 2 * size, width + 2 * size, values.shape[-1])
     spread = _spread_fused if form == "fused" else _spread_eager
