@@ -82,29 +82,33 @@ def _add_windows(values, fx, fy, total, starts, whole, edges):
         target = total[(index,) + in_object] if overlap else None
         clipped.append((b * groups + k, target, in_window))
     step = torch_pieces.piece_rows(batch, groups * size * size * q * values.element_size())
-    # One piece's buffers, reused (see `torch_pieces.patches_in_pieces`).
+    # One piece's buffers, reused (see `torch_pieces.patches_in_pieces`),
+    # and the views of its windows, made once.
     buffers = spread_buffers(values, step)
+    sources = buffers[2].view(-1, size, size, q).unbind(0)
     for first in range(0, batch, step):
         piece = slice(first, first + step)
         count = len(range(batch)[piece])
-        windows = spread_into(
+        spread_into(
             values[piece], fx[piece], fy[piece], *(buffer[:count] for buffer in buffers)
         )
         low, high = first * groups, (first + count) * groups
-        pairs = list(zip(targets[low:high], windows.flatten(0, 1).unbind(0)))
-        edged = bool(clipped) and clipped[-1][0] < high
-        while clipped and clipped[-1][0] < high:
-            position, target, in_window = clipped.pop()
-            source = pairs[position - low][1]
-            pairs[position - low] = (target, None if target is None else source[in_window])
-        if edged:
+        into, added = targets[low:high], list(sources[:high - low])
+        if clipped and clipped[-1][0] < high:
+            pairs = list(zip(into, added))
+            while clipped and clipped[-1][0] < high:
+                position, target, in_window = clipped.pop()
+                source = pairs[position - low][1]
+                pairs[position - low] = (
+                    target, None if target is None else source[in_window]
+                )
             pairs = [pair for pair in pairs if pair[0] is not None]
-        if pairs:  # none where every window of the piece falls outside
+            into, added = [t for t, _ in pairs], [a for _, a in pairs]
+        if into:  # none where every window of the piece falls outside
             # One call adding source k into target k, in order (on the CPU
             # a loop in C++: a third faster than a Python loop of `add_`).
-            torch._foreach_add_(*map(list, zip(*pairs)))
+            torch._foreach_add_(into, added)
     return total
-
 
 
 @torch.library.custom_op("ptycho_layers::placement_in_pieces", mutates_args=())
