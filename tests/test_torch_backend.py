@@ -194,6 +194,26 @@ def test_gradients_are_the_written_out_ones():
     np.testing.assert_allclose(x.grad.numpy(), expected, rtol=0, atol=1e-12)
 
 
+def test_gradient_of_contiguous_patches_is_contiguous():
+    """Placement's gradient with respect to contiguous (B, N, N, c)
+    patches (extraction of the upstream, computed groups first) comes out
+    contiguous, as autograd would otherwise copy it itself into a fresh
+    buffer, with the oracle's values."""
+    import torch
+
+    rng = np.random.default_rng(4)
+    values = rng.normal(size=(3, 6, 6, 4)) + 1j * rng.normal(size=(3, 6, 6, 4))
+    patches = torch.tensor(values.astype("complex64"), requires_grad=True)
+    offsets = rng.uniform(-2, 14, (3, 4, 2)).astype("float32")
+    weights = asymmetric_object(12, 12, "complex64")[None]
+    placed = place_patches(patches, torch.tensor(offsets), (12, 12))
+    loss = torch.sum(torch.real(torch.conj(torch.tensor(weights)) * placed))
+    (gradient,) = torch.autograd.grad(loss, patches)
+    assert gradient.is_contiguous()
+    expected = oracle_patches(weights, offsets, 6)
+    np.testing.assert_allclose(gradient.numpy(), expected, rtol=0, atol=2e-6)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["complex128", "float32"])
 def test_compiled_kernels_match_oracle(dtype):
