@@ -383,6 +383,12 @@ def _check_place_report(report, stdout):
     assert report["reference_error"] < 1e-2 * report["tolerance"]
 
 
+# The whole quick run in process, every row: about 7 s each on
+# TensorFlow, kept out of the default run (which stays under 3 minutes
+# there); the default run calls `cli.main` with one row below, and
+# `test_command_line_quick_run` covers the same reports from the command
+# line.
+@pytest.mark.slow
 def test_main_in_process(tmp_path, capsys):
     path = tmp_path / "out.json"
     status = cli.main(["--quick", "--repeats", "1", "--memory", "analytic",
@@ -391,6 +397,7 @@ def test_main_in_process(tmp_path, capsys):
     _check_report(json.loads(path.read_text()), capsys.readouterr().out)
 
 
+@pytest.mark.slow
 def test_place_main_in_process(tmp_path, capsys):
     path = tmp_path / "out.json"
     status = cli.main(["--operator", "place", "--quick", "--repeats", "1",
