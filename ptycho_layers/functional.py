@@ -50,8 +50,11 @@ def _extraction(patch_size, backend):
     def d_images(images, offsets, upstream):
         return ops_lib.place_patches_batched(upstream, offsets, ops.shape(images))
 
+    # Not ordered: the patches are fused into what reads them, and the
+    # backward pass waiting for one of them would materialise the windows
+    # (`backends.jax.differentiable`).
     return backend.differentiable(
-        extract, (d_images, ops_lib.offsets_gradient)
+        extract, (d_images, ops_lib.offsets_gradient), ordered=False
     )
 
 

@@ -158,7 +158,7 @@ def fusion_boundary(fn, predicate):
     return ops.cond(predicate, fn, fn)
 
 
-def differentiable(forward, gradients):
+def differentiable(forward, gradients, ordered=True):
     """`forward(x, offsets)`, XLA-compiled, with the written-out gradients.
 
     Args:
@@ -167,6 +167,9 @@ def differentiable(forward, gradients):
             gradient with respect to its argument, upstream being d loss /
             d y (for complex values TensorFlow's convention, dL/d re +
             i dL/d im).
+        ordered: JAX's (see `backends.jax.differentiable`); here the
+            forward and backward passes are separate XLA functions, run
+            one after the other.
 
     Each of the three is an XLA function, compiled for each new input shape
     and cached (inlined under an enclosing `jit_compile=True`). The custom

@@ -142,9 +142,10 @@ def _laid_out_as(gradient, x):
     return laid_out.copy_(gradient)
 
 
-def differentiable(forward, gradients):
+def differentiable(forward, gradients, ordered=True):
     """`forward(x, offsets)` with the written-out gradients, through a
-    `torch.autograd.Function`, as the XLA backends do.
+    `torch.autograd.Function`, as the XLA backends do. (`ordered` is
+    JAX's; autograd runs the backward pass after the forward one.)
 
     `gradients` (d_x, d_offsets) follow TensorFlow's convention for complex
     values, which is PyTorch's too. A gradient autograd does not need (say,
