@@ -146,7 +146,9 @@ def differentiable(forward, gradients, ordered=True):
     into what reads them, and reading one of them too made XLA
     materialize the windows (default case: 53.9 MB of temporaries against
     24.9, 8.2 ms a step against 6.4, and 21 ms against 6.5 where fresh
-    buffers fault).
+    buffers fault). From an object of 2048^2, whose patches come out of a
+    conditional, ordering would save memory (50.4 MB against 71.2) but not
+    time (15.0 ms against 13.4).
     """
     d_x, d_offsets = gradients
 
