@@ -213,6 +213,13 @@ def test_written_out_gradients_equal_autodiff(dtype):
     np.testing.assert_allclose(written_offsets, np.asarray(d_offsets), rtol=1e-10, atol=1e-10)
 
 
+def _jax_temp_bytes(fn, *args):
+    """XLA's temporary bytes for `fn` compiled by `jax.jit` on `args`."""
+    import jax
+
+    return jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes
+
+
 @pytest.mark.skipif(BACKEND != "jax", reason="JAX compiles forward and backward together")
 def test_jax_backward_waits_for_the_forward_pass():
     """With a loss linear in the placed object the backward pass (an
@@ -234,12 +241,9 @@ def test_jax_backward_waits_for_the_forward_pass():
         placed = place_patches(patches, offsets, (extent, extent))
         return ops.sum(ops.real(ops.conj(weights) * placed))
 
-    def temp(fn, *args):
-        return jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes
-
-    step = temp(jax.value_and_grad(loss), patches, offsets)
-    forward = temp(loss, patches, offsets)
-    backward = temp(
+    step = _jax_temp_bytes(jax.value_and_grad(loss), patches, offsets)
+    forward = _jax_temp_bytes(loss, patches, offsets)
+    backward = _jax_temp_bytes(
         lambda image, offsets: extract_patches(image, offsets, n), weights, offsets
     )
     # A little slack for the scalars the step adds (the loss, its seed).
@@ -266,12 +270,9 @@ def test_jax_extraction_step_holds_no_windows():
         patches = extract_patches(image, offsets, n)
         return ops.sum(ops.real(ops.conj(weights) * patches))
 
-    def temp(fn, *args):
-        return jax.jit(fn).lower(*args).compile().memory_analysis().temp_size_in_bytes
-
-    step = temp(jax.value_and_grad(loss), image, offsets)
-    forward = temp(loss, image, offsets)
-    backward = temp(
+    step = _jax_temp_bytes(jax.value_and_grad(loss), image, offsets)
+    forward = _jax_temp_bytes(loss, image, offsets)
+    backward = _jax_temp_bytes(
         lambda patches, offsets: place_patches(patches, offsets, (extent, extent)),
         weights, offsets,
     )
