@@ -70,6 +70,9 @@ def _spread_inputs(patches, part, x, y, finite, height, width, predicate):
     the default case's placement takes 3.2 ms instead of 4.3 (TensorFlow,
     `jit_compile`: 4.4 instead of 5.9; same process, interleaved calls).
     Padding by concatenation, not `keras.ops.pad`: that took 4.5 ms.
+    With no padded copy at all (each window's interior spread straight
+    from the complex patches, its edge rows and columns added apart) it
+    was no faster: 4.0 ms for the interiors alone, 5.2 with the edges.
     """
     coord = standardize_dtype(x.dtype)
     dtype = standardize_dtype(patches.dtype)
