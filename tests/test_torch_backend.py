@@ -36,8 +36,12 @@ def _offsets(height, width, seed):
 # pieces: as chosen for these small objects (extraction reads every window
 # from a padded copy), with every window not wholly inside clipped one by
 # one, and that a row of the batch at a time, so that a piece boundary
-# falls between every two rows.
-FORMS = ["pieces", "pieces, clipped", "pieces, clipped, row by row", "pieces_op", "fused", "whole"]
+# falls between every two rows, or two rows at a time, so that the last
+# piece (of three rows) is shorter than the others.
+FORMS = [
+    "pieces", "pieces, clipped", "pieces, clipped, row by row",
+    "pieces, clipped, two rows a piece", "pieces_op", "fused", "whole",
+]
 
 
 @pytest.fixture(params=FORMS)
@@ -50,6 +54,8 @@ def form(request, monkeypatch):
         monkeypatch.setattr(torch_pieces, "EDGE_WINDOW_PIXELS", 0)
     if "row by row" in request.param:
         monkeypatch.setattr(torch_pieces, "PIECE_BYTES", 1)
+    if "two rows" in request.param:
+        monkeypatch.setattr(torch_pieces, "piece_rows", lambda batch, _: min(batch, 2))
     return request.param
 
 

@@ -152,14 +152,24 @@ def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size):
     # the system when freed, and faulted in again by the next piece.
     window_buffer = objects.new_empty((step * groups * size, size * q))
     across_buffer = objects.new_empty((step, groups, size, patch_size, q))
+    # Every view a piece uses made once, not piece after piece (about 20 us
+    # of Python and dispatch a piece, now 6-10; 18 pieces in the default
+    # case, two runs in turns: 2.64-2.89 ms against 2.74-2.98).
+    full = _piece_views(window_buffer, across_buffer, step)
+    pieces = zip(
+        range(0, batch, step),
+        starts.reshape(-1).split(step * groups * size),
+        fx.split(step),
+        fy.split(step),
+        patches.split(step),
+    )
     edges.reverse()  # popped from the end, in batch order
-    for first in range(0, batch, step):
-        piece = slice(first, first + step)
-        count = len(range(batch)[piece])
-        window = window_buffer[:count * groups * size]
+    for first, piece_starts, piece_fx, piece_fy, piece_patches in pieces:
+        count = piece_fx.shape[0]
+        views = full if count == step else _piece_views(window_buffer, across_buffer, count)
+        flat, window, columns, across, rows = views
         if runs is not None:
-            torch.index_select(runs, 0, starts[piece].reshape(-1), out=window)
-        window = window.view(count, groups, size, size, q)
+            torch.index_select(runs, 0, piece_starts, out=flat)
         while edges and edges[-1][0] < first + count:
             b, k, index, top, left = edges.pop()
             edge = window[b - first, k].zero_()
@@ -168,10 +178,22 @@ def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size):
                 in_object, in_window = overlap
                 edge[in_window].copy_(objects[(index,) + in_object])
         # lerp: one pass for (1 - f) a + f b, and NaN for a NaN weight.
-        across = across_buffer[:count]
-        torch.lerp(window[:, :, :, :-1], window[:, :, :, 1:], fx[piece], out=across)
-        torch.lerp(across[:, :, :-1], across[:, :, 1:], fy[piece], out=patches[piece])
+        torch.lerp(*columns, piece_fx, out=across)
+        torch.lerp(*rows, piece_fy, out=piece_patches)
     return patches
+
+
+def _piece_views(window_buffer, across_buffer, count):
+    """The views a piece of `count` rows reads and writes: (flat windows
+    (count * c * size, size * q) for `index_select`, the same as
+    (count, c, size, size, q), their columns' two neighbours, the blend
+    across (count, c, size, N, q), its rows' two neighbours)."""
+    _, groups, size, _, q = across_buffer.shape
+    flat = window_buffer[:count * groups * size]
+    window = flat.view(count, groups, size, size, q)
+    across = across_buffer[:count]
+    columns = (window[:, :, :, :-1], window[:, :, :, 1:])
+    return flat, window, columns, across, (across[:, :, :-1], across[:, :, 1:])
 
 
 @torch.library.custom_op("ptycho_layers::patches_in_pieces", mutates_args=())
