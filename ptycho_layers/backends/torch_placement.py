@@ -86,12 +86,9 @@ def _add_windows(values, fx, fy, total, starts, whole, edges):
     # and the views of its windows, made once.
     buffers = spread_buffers(values, step)
     sources = buffers[2].view(-1, size, size, q).unbind(0)
-    for first in range(0, batch, step):
-        piece = slice(first, first + step)
-        count = len(range(batch)[piece])
-        spread_into(
-            values[piece], fx[piece], fy[piece], *(buffer[:count] for buffer in buffers)
-        )
+    for first, piece_values, piece_fx, piece_fy in torch_pieces.row_pieces(step, values, fx, fy):
+        count = piece_values.shape[0]
+        spread_into(piece_values, piece_fx, piece_fy, *(buffer[:count] for buffer in buffers))
         low, high = first * groups, (first + count) * groups
         into, added = targets[low:high], list(sources[:high - low])
         if clipped and clipped[-1][0] < high:
