@@ -8,7 +8,7 @@ memory, and its every page faults on first write. For the default
 benchmark case under JAX on the CPU, whose runtime allocates each output
 with `malloc`, the faults are most of a call's time when they happen:
 extraction took 2.9-10.6 ms a call, 1.5 ms once freed outputs were reused
-(`python -m ptycho_layers.benchmark --backend jax --reuse-freed-memory`). TensorFlow pools its buffers
+(`python -m benchmarks --backend jax --reuse-freed-memory`). TensorFlow pools its buffers
 itself, and PyTorch's kernels here take their outputs from a pool of
 their own (`backends.torch_buffers`), so neither needs this.
 

@@ -11,6 +11,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,17 +21,17 @@ from conftest import BACKEND, requires, tensorflow_only
 from oracle import asymmetric_object, oracle_patches
 from oracle import oracle_place
 from ptycho_layers import memory
-from ptycho_layers.benchmark import case as case_lib
-from ptycho_layers.benchmark import cli
-from ptycho_layers.benchmark import measure
-from ptycho_layers.benchmark import peers
-from ptycho_layers.benchmark import placement_rows
-from ptycho_layers.benchmark import placement_scaling
-from ptycho_layers.benchmark import report as report_lib
-from ptycho_layers.benchmark import rows as rows_lib
-from ptycho_layers.benchmark import scaling
-from ptycho_layers.benchmark import timing
-from ptycho_layers.benchmark.__main__ import _requested_backend
+from benchmarks import case as case_lib
+from benchmarks import cli
+from benchmarks import measure
+from benchmarks import peers
+from benchmarks import placement_rows
+from benchmarks import placement_scaling
+from benchmarks import report as report_lib
+from benchmarks import rows as rows_lib
+from benchmarks import scaling
+from benchmarks import timing
+from benchmarks.__main__ import requested_backend
 
 # Labels every table starts its rows with, whatever the backend.
 ROW_NAMES = [
@@ -54,6 +55,8 @@ PLACE_ROW_NAMES = [
     "object zeroing, keras.ops.zeros",
 ]
 PLACE_TF_ONLY = {"scatter_nd", "place_xla"}
+# `python -m benchmarks` runs from the repository root.
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(autouse=True)
@@ -248,9 +251,9 @@ def test_object_size_parsing_and_row_selection():
 
 
 def test_backend_flag():
-    assert _requested_backend(["--quick", "--backend", "jax"]) == "jax"
-    assert _requested_backend(["--backend=torch"]) == "torch"
-    assert _requested_backend(["--quick"]) is None
+    assert requested_backend(["--quick", "--backend", "jax"]) == "jax"
+    assert requested_backend(["--backend=torch"]) == "torch"
+    assert requested_backend(["--quick"]) is None
     other = "jax" if BACKEND != "jax" else "torch"
     # In-process, an already-imported Keras cannot switch backends.
     with pytest.raises(RuntimeError, match="already imported with backend"):
@@ -321,7 +324,7 @@ def test_sweep_and_plot(tmp_path):
 
 
 def _silent():
-    from ptycho_layers.benchmark import timing
+    from benchmarks import timing
 
     return timing.Progress(1, enabled=False)
 
@@ -451,9 +454,9 @@ def test_command_line_quick_run(tmp_path, operator):
     path = tmp_path / "out.json"
     env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run(
-        [sys.executable, "-m", "ptycho_layers.benchmark", "--quick",
+        [sys.executable, "-m", "benchmarks", "--quick",
          "--operator", operator, "--json", str(path)],
-        env=env, capture_output=True, text=True, timeout=900,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     check = _check_place_report if operator == "place" else _check_report
@@ -467,10 +470,10 @@ def test_measured_memory_sees_the_output(tmp_path):
     path = tmp_path / "out.json"
     env = dict(os.environ, KERAS_BACKEND=BACKEND, TF_CPP_MIN_LOG_LEVEL="2")
     done = subprocess.run(
-        [sys.executable, "-m", "ptycho_layers.benchmark", "--groups", "64",
+        [sys.executable, "-m", "benchmarks", "--groups", "64",
          "--object-size", "96", "--repeats", "1", "--rows", "copy_backend",
          "--memory", "subprocess", "--no-progress", "--json", str(path)],
-        env=env, capture_output=True, text=True, timeout=900,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     (row,) = json.loads(path.read_text())["rows"]
@@ -481,14 +484,14 @@ def test_measured_memory_sees_the_output(tmp_path):
 
 
 def test_command_line_starts_quietly():
-    """`python -m ptycho_layers.benchmark` prints none of TensorFlow's C++
+    """`python -m benchmarks` prints none of TensorFlow's C++
     start-up log lines (absl's notice, `I0000 ... port.cc`, `E0000 ...
     cuInit`), with TF_CPP_MIN_LOG_LEVEL unset as in a user's shell."""
     env = dict(os.environ, KERAS_BACKEND=BACKEND)
     env.pop("TF_CPP_MIN_LOG_LEVEL", None)
     done = subprocess.run(
-        [sys.executable, "-m", "ptycho_layers.benchmark", "--help"],
-        env=env, capture_output=True, text=True, timeout=300,
+        [sys.executable, "-m", "benchmarks", "--help"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "usage:" in done.stdout

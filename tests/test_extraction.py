@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from keras import ops
 
-from _fresh_process import run_python
+from _fresh_process import TESTS_DIR, run_python
 from conftest import BACKEND, covering, requires
 from oracle import asymmetric_object, oracle_patches
 from ptycho_layers.ops import (
@@ -215,10 +215,12 @@ def test_compiled_working_memory_is_below_the_output_size(tmp_path):
     (the gathered windows alone would be (N+1)^2/N^2 of it)."""
     groups, channels, n = 64, 4, 32
     output_bytes = groups * channels * n * n * 8  # complex64
+    # The benchmark is a folder of the repository, outside the package.
     code = f"""
-        import os, tempfile
+        import os, sys, tempfile
+        sys.path.insert(0, {str(TESTS_DIR.parent)!r})
         dump = tempfile.mkdtemp()
-        from ptycho_layers.benchmark import working_memory
+        from benchmarks import working_memory
         os.environ.update(working_memory.dump_flags(dump))
         import numpy as np
         from keras import ops

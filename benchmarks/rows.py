@@ -13,10 +13,10 @@ import numpy as np
 from ptycho_layers import ops as patch_ops
 from ptycho_layers.ops import padded_table
 from ptycho_layers.functional import extract_patches
-from ptycho_layers.benchmark import backends
-from ptycho_layers.benchmark import case as case_lib
-from ptycho_layers.benchmark import peers
-from ptycho_layers.benchmark import working_memory
+from benchmarks import backends
+from benchmarks import case as case_lib
+from benchmarks import peers
+from benchmarks import working_memory
 
 __all__ = [
     "ROW_IDS",

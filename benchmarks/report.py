@@ -5,7 +5,7 @@ import math
 
 import numpy as np
 
-from ptycho_layers.benchmark import scaling
+from benchmarks import scaling
 
 __all__ = [
     "HEADERS",

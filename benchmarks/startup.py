@@ -1,11 +1,8 @@
 """Start Keras without TensorFlow's start-up log lines: `quiet_start()`.
 
-The benchmark runs it when Python imports the package for `python -m
-ptycho_layers.benchmark` (see `ptycho_layers/__init__.py`); the examples
-load this file directly (`examples/synthetic.py`), since importing it as
-`ptycho_layers.benchmark.startup` imports the package, and with it Keras,
-before it could quiet anything. It names TensorFlow, so it lives with the
-benchmark, which times each backend's own peers too.
+`python -m benchmarks` runs it first thing (`benchmarks/__main__.py`),
+before anything imports Keras; it imports nothing of the benchmark or of
+`ptycho_layers`, so a script can load it from its file and do the same.
 """
 
 import contextlib

@@ -12,12 +12,12 @@ import tempfile
 import numpy as np
 
 from ptycho_layers import ops as patch_ops
-from ptycho_layers.benchmark import backends
-from ptycho_layers.benchmark import peers
-from ptycho_layers.benchmark import placement_rows
-from ptycho_layers.benchmark import rows as rows_lib
-from ptycho_layers.benchmark import timing
-from ptycho_layers.benchmark import working_memory
+from benchmarks import backends
+from benchmarks import peers
+from benchmarks import placement_rows
+from benchmarks import rows as rows_lib
+from benchmarks import timing
+from benchmarks import working_memory
 
 __all__ = [
     "OPERATORS",
@@ -39,6 +39,8 @@ _LAYER_IDS = set(rows_lib.LAYER_MODES) | set(placement_rows.LAYER_MODES)
 # ~1e-4 of the object's range. A wrong peer is off by O(1).
 _TOLERANCE = 1e-3
 _PROBE_TAG = "MEMORY-PROBE "
+# The probes run `python -m benchmarks`, found from the folder above it.
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def build_rows(operator, case, ids, settings, source=None):
@@ -163,7 +165,7 @@ def add_ratios(results):
 def _probe_argv(args, row_id):
     height, width = args.object_shape
     return [
-        sys.executable, "-m", "ptycho_layers.benchmark", "--memory-probe",
+        sys.executable, "-m", "benchmarks", "--memory-probe",
         "--operator", args.operator,
         "--groups", str(args.groups), "--gridsize", str(args.gridsize),
         "--patch-size", str(args.patch_size), "--object-size", f"{height}x{width}",
@@ -189,7 +191,7 @@ def measure_memory(args, results, progress):
             if result["id"] in _LAYER_IDS:
                 row_env = dict(env, **working_memory.dump_flags(dump))
             done = subprocess.run(_probe_argv(args, result["id"]), env=row_env,
-                                  capture_output=True, text=True)
+                                  cwd=_ROOT, capture_output=True, text=True)
         lines = [l for l in done.stdout.splitlines() if l.startswith(_PROBE_TAG)]
         probe = json.loads(lines[-1][len(_PROBE_TAG):]) if lines else None
         if done.returncode != 0 or probe is None or probe["peak"] is None:

@@ -14,13 +14,13 @@ from keras import ops
 
 from ptycho_layers.placement import place_patches
 from ptycho_layers.placement import reassemble
-from ptycho_layers.benchmark import backends
-from ptycho_layers.benchmark import case as case_lib
-from ptycho_layers.benchmark import peers
-from ptycho_layers.benchmark import working_memory
-from ptycho_layers.benchmark.rows import Row
-from ptycho_layers.benchmark.rows import RowSettings
-from ptycho_layers.benchmark.rows import subset_note
+from benchmarks import backends
+from benchmarks import case as case_lib
+from benchmarks import peers
+from benchmarks import working_memory
+from benchmarks.rows import Row
+from benchmarks.rows import RowSettings
+from benchmarks.rows import subset_note
 
 __all__ = [
     "ROW_IDS",

@@ -53,10 +53,9 @@ def require(backend):
     if backend is not None and backend != name():
         raise RuntimeError(
             f"Keras is already imported with backend {name()!r}, so the "
-            f"{backend!r} backend cannot be benchmarked in this process. Run "
-            f"`python -m ptycho_layers.benchmark --backend {backend}` (which "
-            f"starts a fresh interpreter), or set KERAS_BACKEND={backend} "
-            "before importing keras."
+            f"{backend!r} backend cannot be benchmarked in this process: "
+            f"set KERAS_BACKEND={backend} before Keras is imported (`python "
+            f"-m benchmarks --backend {backend}` does)."
         )
 
 

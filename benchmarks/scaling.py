@@ -2,10 +2,10 @@
 (for ``--plot``) against its peers over K and over the object's size."""
 
 from ptycho_layers.functional import extract_patches
-from ptycho_layers.benchmark import backends
-from ptycho_layers.benchmark import case as case_lib
-from ptycho_layers.benchmark import rows as rows_lib
-from ptycho_layers.benchmark import timing
+from benchmarks import backends
+from benchmarks import case as case_lib
+from benchmarks import rows as rows_lib
+from benchmarks import timing
 
 __all__ = [
     "SIZE_TARGET",

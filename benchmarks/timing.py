@@ -19,7 +19,7 @@ import sys
 import time
 
 from ptycho_layers import memory
-from ptycho_layers.benchmark import backends
+from benchmarks import backends
 
 __all__ = [
     "time_calls",

@@ -1,4 +1,4 @@
-"""Command line of ``python -m ptycho_layers.benchmark``: its arguments, and
+"""Command line of ``python -m benchmarks``: its arguments, and
 ``main``, which runs the table and the reports, prints them and writes the
 JSON file. ``--operator`` picks the table: extraction (the default) or
 placement."""
@@ -8,14 +8,14 @@ import json
 import sys
 
 from ptycho_layers import memory
-from ptycho_layers.benchmark import backends
-from ptycho_layers.benchmark import case as case_lib
-from ptycho_layers.benchmark import measure
-from ptycho_layers.benchmark import placement_scaling
-from ptycho_layers.benchmark import report as report_lib
-from ptycho_layers.benchmark import rows as rows_lib
-from ptycho_layers.benchmark import scaling
-from ptycho_layers.benchmark import timing
+from benchmarks import backends
+from benchmarks import case as case_lib
+from benchmarks import measure
+from benchmarks import placement_scaling
+from benchmarks import report as report_lib
+from benchmarks import rows as rows_lib
+from benchmarks import scaling
+from benchmarks import timing
 
 __all__ = ["main", "parse_args"]
 
@@ -76,7 +76,7 @@ def _check_rows(parser, args):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
-        prog="python -m ptycho_layers.benchmark",
+        prog="python -m benchmarks",
         description="Time patch extraction (or placement): this layer "
         "against its peers.",
     )

@@ -11,11 +11,11 @@ import numpy as np
 from keras import ops
 
 from ptycho_layers.placement import place_patches
-from ptycho_layers.benchmark import backends
-from ptycho_layers.benchmark import case as case_lib
-from ptycho_layers.benchmark import placement_rows
-from ptycho_layers.benchmark import scaling
-from ptycho_layers.benchmark import timing
+from benchmarks import backends
+from benchmarks import case as case_lib
+from benchmarks import placement_rows
+from benchmarks import scaling
+from benchmarks import timing
 
 __all__ = [
     "SWEEP_IDS",

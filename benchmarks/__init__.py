@@ -1,7 +1,7 @@
 """Benchmark of patch extraction and placement: this layer against its
 peers.
 
-Run it as ``python -m ptycho_layers.benchmark --help``. It times, in one
+Run it as ``python -m benchmarks --help``. It times, in one
 process and on one set of inputs, the legacy per-patch translate, a tiled
 batch translate, TensorFlow's ``crop_and_resize`` (TensorFlow backend only),
 this layer's vectorized kernel (eager and compiled) and a plain copy of an

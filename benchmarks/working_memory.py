@@ -19,7 +19,7 @@ import glob
 import os
 import re
 
-from ptycho_layers.benchmark import backends
+from benchmarks import backends
 
 __all__ = [
     "dump_flags",
