@@ -13,11 +13,10 @@ import numpy as np
 
 
 def _quiet_start():
-    """`ptycho_layers.benchmark.startup.quiet_start()`, loaded from its file:
-    importing it as a module of the package would import the package, and with it
-    Keras, before it could quiet anything."""
-    package = importlib.util.find_spec("ptycho_layers")
-    path = os.path.join(os.path.dirname(package.origin), "benchmark", "startup.py")
+    """`benchmarks/startup.py`'s `quiet_start()` (the repository's, beside
+    this folder), loaded from its file: importing `benchmarks` would import
+    Keras before it could quiet anything."""
+    path = os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks", "startup.py")
     spec = importlib.util.spec_from_file_location("_ptycho_startup", path)
     startup = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(startup)

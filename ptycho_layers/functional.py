@@ -1,9 +1,8 @@
 """`extract_patches`: the layer's contract as a plain function."""
 
-import functools
-
 from ptycho_layers import backends
-from ptycho_layers import ops as ops_lib
+from ptycho_layers import legacy
+from ptycho_layers import operators
 from ptycho_layers import validation
 from ptycho_layers.backends import keras_ops as ops
 
@@ -31,31 +30,12 @@ def prepare_inputs(images, offsets):
     return images, offsets
 
 
-def dispatch(images, offsets, patch_size, batched):
-    """Run the vectorized kernel or the legacy loop on checked inputs."""
+def dispatch(images, offsets, patch_size, batched, kernel="bilinear"):
+    """Run the vectorized operator or the legacy loop on checked inputs."""
     if not batched:
-        return ops_lib.extract_patches_legacy(images, offsets, patch_size)
-    return _extraction(patch_size, backends.current())(images, offsets)
-
-
-@functools.lru_cache(maxsize=None)
-def _extraction(patch_size, backend):
-    """The vectorized extraction of NxN patches as `backend` (a module of
-    `ptycho_layers.backends`) runs it: compiled where that pays, with
-    placement as its gradient with respect to the object."""
-
-    def extract(images, offsets):
-        return ops_lib.extract_patches_batched(images, offsets, patch_size)
-
-    def d_images(images, offsets, upstream):
-        return ops_lib.place_patches_batched(upstream, offsets, ops.shape(images))
-
-    # Not ordered: the patches are fused into what reads them, and the
-    # backward pass waiting for one of them would materialise the windows
-    # (`backends.jax.differentiable`).
-    return backend.differentiable(
-        extract, (d_images, ops_lib.offsets_gradient), ordered=False
-    )
+        return legacy.extract_patches_legacy(images, offsets, patch_size)
+    extraction = operators.extraction(patch_size, kernel, backends.current())
+    return extraction(images, offsets)
 
 
 def extract_patches(images, offsets, patch_size, batched=True):
@@ -90,3 +70,9 @@ def extract_patches(images, offsets, patch_size, batched=True):
     with backends.graph_scope_for((images, offsets)):
         images, offsets = prepare_inputs(images, offsets)
         return dispatch(images, offsets, patch_size, batched)
+
+
+# The implementation loaded now, not first inside a traced kernel
+# (`operators.implementation`).
+if backends.name() in backends.SUPPORTED:
+    operators.implementation()

@@ -7,7 +7,7 @@ assume real weights. A real object is stored as it is.
 """
 
 import numpy as np
-from keras.src.backend import standardize_dtype
+from keras.backend import standardize_dtype
 
 from ptycho_layers import backends
 from ptycho_layers.backends import keras_ops as ops

@@ -6,11 +6,11 @@ it back to the system when it is freed; its threshold for that adapts
 upwards, but never past 32 MiB. So every buffer of 32 MiB or more is new
 memory, and its every page faults on first write. For the default
 benchmark case under JAX on the CPU, whose runtime allocates each output
-with `malloc`, the faults are most of a call's time when they happen:
-extraction took 2.9-10.6 ms a call, 1.5 ms once freed outputs were reused
-(`python -m benchmarks --backend jax --reuse-freed-memory`). TensorFlow pools its buffers
+with `malloc`, the faults are most of a call's time when they happen
+(`python -m benchmarks --backend jax --reuse-freed-memory` measures it;
+docs/performance.md has the figures). TensorFlow pools its buffers
 itself, and PyTorch's kernels here take their outputs from a pool of
-their own (`backends.torch_buffers`), so neither needs this.
+their own (`ptycho_layers.torch.buffers`), so neither needs this.
 
 The cost is memory: what the process frees stays with it, for its next
 allocations, rather than going back to the system. The same settings can
@@ -84,8 +84,7 @@ def reuse_freed_memory(limit=2**30):
     # arena: a thread's own arena grows in heaps of at most 64 MiB, mapped
     # and unmapped as they fill and empty, and maps anything larger afresh
     # whatever the threshold (XLA's worker threads allocate its
-    # temporaries: 5,147 faults a call for a 41.7 MB program, 0 with one
-    # arena).
+    # temporaries, whose pages then fault at every call).
     settings = ((_M_TRIM_THRESHOLD, trim), (_M_MMAP_THRESHOLD, limit), (_M_ARENA_MAX, 1))
     if not all(mallopt(*setting) for setting in settings):
         return False

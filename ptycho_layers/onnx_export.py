@@ -14,7 +14,7 @@ or a runtime later.
 import contextlib
 import sys
 
-from keras.src.backend import standardize_dtype
+from keras.backend import standardize_dtype
 
 __all__ = ["exporting", "for_onnx", "check_real"]
 

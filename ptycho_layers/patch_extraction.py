@@ -2,7 +2,7 @@
 
 import keras
 import numpy as np
-from keras.src.backend import standardize_dtype
+from keras.backend import standardize_dtype
 
 from ptycho_layers import functional
 from ptycho_layers import held_image

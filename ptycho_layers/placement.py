@@ -7,16 +7,14 @@ the (up to four) pixels it would have been sampled from; what falls outside
 the object is dropped.
 """
 
-import functools
-
 import numpy as np
-from keras.src.backend import standardize_dtype
+from keras.backend import standardize_dtype
 
 from ptycho_layers import backends
-from ptycho_layers import ops as ops_lib
+from ptycho_layers import legacy
+from ptycho_layers import operators
 from ptycho_layers import validation
 from ptycho_layers.backends import keras_ops as ops
-from ptycho_layers.ops import geometry
 
 __all__ = [
     "place_patches",
@@ -38,34 +36,14 @@ def prepare_patches(patches, offsets):
     return patches, offsets
 
 
-def dispatch(patches, offsets, image_shape, batched, per_row):
+def dispatch(patches, offsets, image_shape, batched, per_row, kernel="bilinear"):
     """Place checked patches into (1, H, W), or (B, H, W) per row."""
     height, width = image_shape
     if not batched:
         count = ops.shape(patches)[0] if per_row else 1
-        return ops_lib.place_patches_legacy(patches, offsets, (count, height, width))
-    return _placement(height, width, per_row, backends.current())(patches, offsets)
-
-
-@functools.lru_cache(maxsize=None)
-def _placement(height, width, per_row, backend):
-    """Vectorized placement into H x W objects as `backend` (a module of
-    `ptycho_layers.backends`) runs it, with extraction as its gradient with
-    respect to the patches."""
-
-    def place(patches, offsets):
-        count = ops.shape(patches)[0] if per_row else 1
-        return ops_lib.place_patches_batched(patches, offsets, (count, height, width))
-
-    def d_patches(patches, offsets, upstream):
-        return ops_lib.extract_patches_batched(upstream, offsets, ops.shape(patches)[1])
-
-    def d_offsets(patches, offsets, upstream):
-        # Re<U, place(p)> = Re<extract(U), p>: extraction's offsets
-        # gradient, the placed image's gradient U in the object's place.
-        return ops_lib.offsets_gradient(upstream, offsets, patches)
-
-    return backend.differentiable(place, (d_patches, d_offsets))
+        return legacy.place_patches_legacy(patches, offsets, (count, height, width))
+    placement = operators.placement(height, width, per_row, kernel, backends.current())
+    return placement(patches, offsets)
 
 
 def place_patches(patches, offsets, image_shape, batched=True, per_row=False):
@@ -121,7 +99,7 @@ def cropped(patches, crop):
     (as they are for crop None); non-finite values outside it too."""
     if crop is None:
         return patches
-    coord = geometry.coordinate_dtype(patches.dtype)
+    coord = operators.coordinate_dtype(patches.dtype)
     mask = _crop_mask(ops.shape(patches)[1], crop, coord)[None, :, :, None]
     return backends.current().where(mask > 0, patches, ops.zeros_like(patches))
 
@@ -134,9 +112,9 @@ def normalized(patches, offsets, image_shape, crop, batched, per_row, floor=None
     total / (floor + coverage), PtychoPINN's rule.
     """
     dtype = standardize_dtype(patches.dtype)
-    coord = geometry.coordinate_dtype(dtype)
+    coord = operators.coordinate_dtype(dtype)
     mask = _crop_mask(ops.shape(patches)[1], crop, coord)[None, :, :, None]
-    masks = ops.zeros_like(ops.real(patches) if dtype in geometry.COMPLEX else patches)
+    masks = ops.zeros_like(ops.real(patches) if dtype in operators.COMPLEX else patches)
     masks = ops.cast(masks, coord) + mask
     where = backends.current().where
     total = dispatch(cropped(patches, crop), offsets, image_shape, batched, per_row)

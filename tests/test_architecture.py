@@ -1,22 +1,35 @@
-"""The layout rules, read from the sources: each backend has one home, the
-math has one home."""
+"""The layout rules, read from the sources: each backend has one home, each
+implementation one package, each kernel's math one module, and the
+benchmark lives outside the package."""
 
 import ast
 import importlib
+import tomllib
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "ptycho_layers"
+from ptycho_layers import operators
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "ptycho_layers"
 BACKEND_PACKAGES = ("tensorflow", "jax", "torch")
-# The benchmark times the layer against each backend's own peers (copies,
-# TensorFlow's crop_and_resize), so it may name them too.
-ALLOWED = ("backends", "benchmark")
-MAX_LINES = 300
+# Where a backend may be imported: the backends' primitives, and the
+# PyTorch implementation. The XLA implementation is `keras.ops` code.
+ALLOWED = ("backends", "torch")
+IMPLEMENTATIONS = ("xla", "torch")
+MAX_LINES = 600
+# PtychoPINN's per-patch algorithm, kept as the reference: it translates
+# the whole object with weights of its own, by design not a kernel.
+REFERENCE = Path("legacy.py")
 
 
 def sources():
     return sorted(PACKAGE.rglob("*.py"))
+
+
+def relative(path):
+    return path.relative_to(PACKAGE)
 
 
 def backend_uses(path):
@@ -41,27 +54,107 @@ def backend_uses(path):
     return found
 
 
-def test_no_backend_code_outside_backends():
+def interpolation_math(path):
+    """Lines of `path` that compute interpolation weights or blend with
+    them: `1 - w` (a neighbour's weight from its partner's), `lerp`,
+    `addcmul` and Fourier shifts (`fft*`)."""
+    tree = ast.parse(path.read_text())
+    found = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.BinOp)
+            and isinstance(node.op, ast.Sub)
+            and isinstance(node.left, ast.Constant)
+            and node.left.value == 1
+        ):
+            found.append(node.lineno)
+        if isinstance(node, ast.Attribute) and (
+            node.attr in ("lerp", "addcmul", "addcmul_") or node.attr.startswith("fft")
+        ):
+            found.append(node.lineno)
+    return found
+
+
+def kernel_modules():
+    """Every kernel module of every implementation, as paths."""
+    paths = []
+    for name in IMPLEMENTATIONS:
+        if name == "torch":
+            pytest.importorskip("torch")
+        package = importlib.import_module(f"ptycho_layers.{name}")
+        paths += [Path(module.__file__) for module in package.KERNELS.values()]
+    return paths
+
+
+def test_no_backend_code_outside_backends_and_implementations():
     offenders = {}
     for path in sources():
-        relative = path.relative_to(PACKAGE)
-        if relative.parts[0] in ALLOWED:
+        if relative(path).parts[0] in ALLOWED:
             continue
         lines = backend_uses(path)
         if lines:
-            offenders[str(relative)] = lines
+            offenders[str(relative(path))] = lines
     assert offenders == {}
 
 
-def test_the_check_sees_backend_code():
+def test_the_backend_check_sees_backend_code():
     """The rule above has teeth: it finds the backends' own imports."""
     assert backend_uses(PACKAGE / "backends" / "tensorflow.py")
     assert backend_uses(PACKAGE / "backends" / "__init__.py")
+    assert backend_uses(PACKAGE / "torch" / "windows.py")
 
 
-def test_no_module_over_300_lines():
+def test_kernel_math_only_in_kernel_modules():
+    """Interpolation is written in the kernels' modules alone: the window
+    gather and scatter, batching and the gradients' wiring hold none."""
+    kernels = {path.resolve() for path in kernel_modules()}
+    offenders = {}
+    for path in sources():
+        if path.resolve() in kernels or relative(path) == REFERENCE:
+            continue
+        lines = interpolation_math(path)
+        if lines:
+            offenders[str(relative(path))] = lines
+    assert offenders == {}
+
+
+def test_the_kernel_check_sees_kernel_math():
+    """The rule above has teeth: it finds each kernel module's weights."""
+    for path in kernel_modules():
+        assert interpolation_math(path), path
+    assert interpolation_math(PACKAGE / REFERENCE)
+
+
+def test_no_private_keras_imports():
+    """Keras's public API only (`keras.backend.standardize_dtype`, not
+    `keras.src.backend`'s)."""
+    offenders = {}
+    for path in sources():
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            if any(name.startswith("keras.src") for name in names):
+                offenders.setdefault(str(relative(path)), []).append(node.lineno)
+    assert offenders == {}
+
+
+def test_the_benchmark_lives_outside_the_package():
+    """Not in the wheel: no benchmark under `ptycho_layers/`, and the
+    packages setuptools finds are `ptycho_layers` and its subpackages."""
+    assert not any("benchmark" in part for path in sources() for part in relative(path).parts)
+    assert (ROOT / "benchmarks").is_dir()
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert config["tool"]["setuptools"]["packages"]["find"]["include"] == ["ptycho_layers*"]
+    init = (PACKAGE / "__init__.py").read_text()
+    assert "benchmark" not in init and "sys.argv" not in init
+
+
+def test_no_module_over_600_lines():
     long = {
-        str(path.relative_to(PACKAGE)): count
+        str(relative(path)): count
         for path in sources()
         if (count := len(path.read_text().splitlines())) > MAX_LINES
     }
@@ -71,10 +164,29 @@ def test_no_module_over_300_lines():
 @pytest.mark.parametrize("name", BACKEND_PACKAGES)
 def test_every_backend_offers_the_same_contract(name):
     """Each backend module exports the same names as TensorFlow's (loaded
-    only where that backend is installed)."""
+    only where that backend is installed), and names an implementation."""
     pytest.importorskip(name)
     reference = importlib.import_module("ptycho_layers.backends.tensorflow")
     module = importlib.import_module(f"ptycho_layers.backends.{name}")
     assert sorted(module.__all__) == sorted(reference.__all__)
     for attribute in module.__all__:
         assert hasattr(module, attribute), attribute
+    assert module.IMPLEMENTATION in IMPLEMENTATIONS
+
+
+@pytest.mark.parametrize("name", IMPLEMENTATIONS)
+def test_every_implementation_offers_every_kernel(name):
+    """Each implementation offers the operators' contract and every
+    kernel `operators.KERNELS` names, each kernel module the same names as
+    that implementation's bilinear one."""
+    if name == "torch":
+        pytest.importorskip("torch")
+    package = importlib.import_module(f"ptycho_layers.{name}")
+    assert sorted(package.__all__) == ["KERNELS", "extract", "offsets_gradient", "place"]
+    assert sorted(package.KERNELS) == sorted(operators.KERNELS)
+    reference = package.KERNELS["bilinear"]
+    for kernel_name, kernel in package.KERNELS.items():
+        assert kernel.NAME == kernel_name
+        assert sorted(kernel.__all__) == sorted(reference.__all__)
+        for attribute in kernel.__all__:
+            assert hasattr(kernel, attribute), (kernel_name, attribute)

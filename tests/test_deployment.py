@@ -217,15 +217,17 @@ GATHER_OPS = 3 if _xla_windows() else 1
 
 def forward_gathers(image_shape, batch, groups, patch_size):
     """The forward pass's gathers in a graph, by how it reads its windows
-    (`ops.windows.reader`): from the padded table, one run gather after the
+    (`xla.windows.reader`): from the padded table, one run gather after the
     fusion boundary; from the object itself, fused, that and, in both
     branches of the boundary, the object's first and last rows and the
     moved rows' runs from them (five), all of it twice, in both branches
     of the boundary that hands the patches out; gathered, the window
     gather in both branches."""
-    from ptycho_layers.ops import windows
+    from ptycho_layers.xla import bilinear, windows
 
-    how = windows.reader(np.zeros(image_shape, "complex64"), batch, groups, patch_size)
+    how = windows.reader(
+        np.zeros(image_shape, "complex64"), batch, groups, patch_size, bilinear
+    )
     return {"padded": 1, "fused": 2 * 5, "gathered": 2 * GATHER_OPS}[how]
 
 

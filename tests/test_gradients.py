@@ -10,9 +10,9 @@ from keras import ops
 from conftest import BACKEND, covering, tensorflow_only
 from oracle import asymmetric_object, oracle_patches
 from ptycho_layers import backends
-from ptycho_layers.ops import extract_patches_batched
-from ptycho_layers.ops import offsets_gradient
-from ptycho_layers.ops import place_patches_batched
+from ptycho_layers.operators import extract_patches_batched
+from ptycho_layers.operators import offsets_gradient
+from ptycho_layers.operators import place_patches_batched
 from test_extraction import make_offsets
 
 
@@ -130,7 +130,7 @@ def test_offsets_gradient_matches_oracle_differences(dtype, reader, monkeypatch)
     central differences of the oracle are exact up to rounding. Windows
     read from the object and from its padded table (`padded_table.fits`,
     forced either way where the backend has XLA's run gather)."""
-    from ptycho_layers.ops import padded_table
+    from ptycho_layers.xla import padded_table
 
     monkeypatch.setattr(padded_table, "PADDED_SHARE", float("inf") if reader == "padded" else 0.0)
     if reader == "padded" and backends.current().take_runs is None:

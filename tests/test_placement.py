@@ -271,14 +271,15 @@ def test_both_window_adders_match_the_oracle(monkeypatch, reader, kind, obj, per
     them: both against the float64 oracle, and the adjoint of extraction
     read the same way. A 9x5 object is narrower than the windows: only the
     padded table takes them as runs."""
-    from ptycho_layers.ops import extract_patches_batched, padded_table, place_patches_batched
-    from test_runs import compiled
+    from ptycho_layers.operators import extract_patches_batched, place_patches_batched
+    from ptycho_layers.xla import padded_table
+    from test_xla_runs import compiled
 
     monkeypatch.setattr(padded_table, "PADDED_SHARE", float("inf") if reader == "padded" else 0.0)
     height, width = obj
     batch, groups, size = 3, 4, 7
     count = batch if per_row else 1
-    assert padded_table.fits((count, height, width), batch, groups, size) == (reader == "padded")
+    assert padded_table.fits((count, height, width), batch, groups, size, size + 1) == (reader == "padded")
     offsets = make_offsets(kind, batch, groups, height, width, size, seed=5)
     patches = random_patches((batch, size, size, groups), "complex64", seed=2)
     images = np.stack([asymmetric_object(height, width, "complex64", seed=s) for s in range(count)])

@@ -1,5 +1,5 @@
 """The PyTorch backend's own kernels (`backends/torch.py`,
-`backends/torch_windows.py`): windows of the zero-padded object in real
+`ptycho_layers/torch/`): windows of the zero-padded object in real
 pairs, in each of their forms (in pieces, through the custom ops, fused,
 whole batch), op by op and under `torch.compile`, and the written-out
 gradients tied on by an `autograd.Function`."""
@@ -10,7 +10,7 @@ import pytest
 
 from oracle import asymmetric_object, oracle_patches, oracle_place
 from ptycho_layers import PatchExtraction, extract_patches, place_patches
-from ptycho_layers.ops import offsets_gradient
+from ptycho_layers.operators import offsets_gradient
 
 pytestmark = pytest.mark.skipif(
     keras.backend.backend() != "torch", reason="the PyTorch backend's kernels"
@@ -32,7 +32,7 @@ def _offsets(height, width, seed):
     return offsets
 
 
-# Each form of the kernels (`torch_windows._form`), forced on the CPU. The
+# Each form of the kernels (`torch.windows._form`), forced on the CPU. The
 # pieces: as chosen for these small objects (extraction reads every window
 # from a padded copy), with every window not wholly inside clipped one by
 # one, and that a row of the batch at a time, so that a piece boundary
@@ -46,7 +46,8 @@ FORMS = [
 
 @pytest.fixture(params=FORMS)
 def form(request, monkeypatch):
-    from ptycho_layers.backends import torch_pieces, torch_windows
+    from ptycho_layers.torch import pieces as torch_pieces
+    from ptycho_layers.torch import windows as torch_windows
 
     name = request.param.split(",")[0]
     monkeypatch.setattr(torch_windows, "_form", lambda values: name)
@@ -144,7 +145,7 @@ def test_placement_in_pieces_is_reproducible(monkeypatch):
     same bits row by row as in one piece, call after call."""
     import torch
 
-    from ptycho_layers.backends import torch_pieces
+    from ptycho_layers.torch import pieces as torch_pieces
 
     rng = np.random.default_rng(5)
     patches = torch.tensor(rng.normal(size=(6, 7, 7, 4)).astype("float32"))
@@ -295,7 +296,7 @@ def test_output_buffers_are_reused_once_freed(monkeypatch):
     pool stays within its bound."""
     import torch
 
-    from ptycho_layers.backends import torch_buffers
+    from ptycho_layers.torch import buffers as torch_buffers
 
     torch_buffers.clear()
     first = torch_buffers.new_output((4, 5, 2), torch.float32)

@@ -1,9 +1,12 @@
 """Everything specific to one Keras backend, one module per backend.
 
 Each module offers the same small set of functions and constants (the
-contract in `docs/architecture.md`); the math in `ptycho_layers.ops` calls
-them through `current()` and never names a backend itself:
+contract in `docs/architecture.md`), which the implementations
+(`ptycho_layers.xla`, `ptycho_layers.torch`) and the operators call
+through `current()`; nothing outside them names a backend:
 
+- `IMPLEMENTATION`: the package that runs the operators on this backend,
+  "xla" (`ptycho_layers.xla`) or "torch" (`ptycho_layers.torch`).
 - `complex(real, imag)`: real + i*imag, complex64 or complex128 as the
   parts are float32 or float64.
 - `where(condition, x, y)`: elementwise select that keeps complex128.
@@ -13,18 +16,20 @@ them through `current()` and never names a backend itself:
   with values (M,) added at int32 positions (M,).
 - `take_runs(table, starts, size)` and `add_runs(table, starts, runs)`:
   XLA's gather and scatter-add of contiguous runs of a 2-D table (see
-  `ops.runs`), or None where the backend has no such primitive.
+  `ptycho_layers.xla.runs`), or None where the backend has no such
+  primitive.
 - `fusion_boundary(fn, predicate)`: `fn()` where a compiler cannot fuse it
   with what reads it, or plainly `fn()`.
 - `SPLITS_BATCH`: whether taking a large batch in pieces saves memory
   (XLA writes each piece into the output in place).
-- `differentiable(forward, gradients)`: the backend's compiled, differentiable
-  form of a two-argument operator (see `functional._extraction`).
+- `differentiable(forward, gradients, ordered)`: the backend's compiled,
+  differentiable form of a two-argument operator (see
+  `operators.extraction`).
 
-The math calls `keras.ops` through `keras_ops`, which is `keras.ops` itself
-except inside `graph_scope_for`: there (TensorFlow tensors under JAX or
-PyTorch, as in `tf.data.Dataset.map`) both `keras_ops` and `current()`
-give TensorFlow's implementations.
+The code in `keras.ops` calls it through `keras_ops`, which is `keras.ops`
+itself except inside `graph_scope_for`: there (TensorFlow tensors under
+JAX or PyTorch, as in `tf.data.Dataset.map`) both `keras_ops` and
+`current()` give TensorFlow's implementations.
 """
 
 import contextlib
@@ -35,7 +40,7 @@ import threading
 
 import keras
 from keras import tree
-from keras.src.backend import standardize_dtype
+from keras.backend import standardize_dtype
 
 __all__ = ["SUPPORTED", "current", "name", "keras_ops", "graph_scope_for"]
 
@@ -111,7 +116,7 @@ def graph_scope_for(inputs):
 class _KerasOps:
     """`keras.ops`, or, inside `graph_scope_for`, Keras's TensorFlow
     implementations of the same functions, which take TensorFlow tensors
-    under any backend. The math in `ptycho_layers.ops` calls `keras.ops`
+    under any backend. The `keras.ops` code of the package calls `keras.ops`
     through this."""
 
     def __getattr__(self, op):

@@ -4,17 +4,14 @@ the kernels in the tests).
 
 On CPU the compiled kernels are TensorFlow's XLA programs, op for op (the
 same gathers, fusions and in-place piece updates after optimisation), and
-as fast where the output's memory is reused: default benchmark case, 1.38
-ms against TensorFlow's 1.6-1.8 ms, with glibc told to keep freed memory
-(`MALLOC_ARENA_MAX=1 MALLOC_MMAP_THRESHOLD_=1000000000
-MALLOC_TRIM_THRESHOLD_=4000000000`). By default the JAX runtime takes each
-output buffer over 32 MiB (glibc's largest mmap threshold) fresh from the
-system at every call and every page of it faults on first write (8193 minor
-faults per call for a 32 MiB output, none for 16 MiB): that, not the
-kernel, is most of a call's time there, `jnp.array(copy=True)` included;
-TensorFlow's allocator pools such buffers. Which allocator a process uses
-is its owner's choice, so it is not set here; `ptycho_layers.memory`'s
-`reuse_freed_memory()` makes the same settings at run time, on request.
+as fast where the output's memory is reused. By default the JAX runtime
+takes each output buffer over 32 MiB (glibc's largest mmap threshold)
+fresh from the system at every call, and every page of it faults on first
+write: that, not the kernel, is most of a call's time there,
+`jnp.array(copy=True)` included; TensorFlow's allocator pools such
+buffers. Which allocator a process uses is its owner's choice, so it is
+not set here; `ptycho_layers.memory`'s `reuse_freed_memory()` changes it
+at run time, on request.
 """
 
 import jax
@@ -25,6 +22,7 @@ from keras import ops
 
 __all__ = [
     "NAME",
+    "IMPLEMENTATION",
     "SPLITS_BATCH",
     "complex",
     "where",
@@ -32,13 +30,13 @@ __all__ = [
     "add_at",
     "take_runs",
     "add_runs",
-    "padded_patches",
-    "padded_placement",
     "fusion_boundary",
     "differentiable",
 ]
 
 NAME = "jax"
+# The operators' code: `ptycho_layers.xla`.
+IMPLEMENTATION = "xla"
 # Under XLA each piece of the batch is written into the output in place.
 SPLITS_BATCH = True
 
@@ -96,12 +94,6 @@ def add_runs(table, starts, runs):
     )
 
 
-# XLA gathers and adds the windows as runs (`ops.runs`), with no padded
-# copy of the object: the shared kernels serve.
-padded_patches = None
-padded_placement = None
-
-
 def fusion_boundary(fn, predicate):
     """`fn()` where XLA cannot fuse it with its consumers: a conditional
     whose branches are both `fn`; `predicate` is any scalar bool computed
@@ -128,8 +120,8 @@ def differentiable(forward, gradients, ordered=True):
     One XLA program whether the caller is eager or traced (op by op, JAX
     would run each of the kernel's dozens of operations separately). The
     gradients are the written-out ones, as on TensorFlow: JAX's own
-    transpose of a kernel taken in pieces behind conditionals was 14x the
-    forward pass for placement. `gradients` follow TensorFlow's convention
+    transpose of a kernel taken in pieces behind conditionals was an order
+    of magnitude slower than the forward pass. `gradients` follow TensorFlow's convention
     for complex values; JAX's cotangent is its conjugate, which the
     object's gradient (linear, real weights) passes through unchanged and
     the offsets' gradient takes conjugated.
@@ -140,15 +132,11 @@ def differentiable(forward, gradients, ordered=True):
     interleave their batch pieces, and their working memory adds up.
     `ordered`: the backward pass reads the offsets through the last value
     of the forward's result (`_after`), so that it starts once the forward
-    pass is done, as on TensorFlow. Placement's step (default case), its
-    object materialized anyway: 4.8 MB of temporaries ordered against 8.2,
-    at the same speed. Extraction is not ordered: its patches are fused
-    into what reads them, and reading one of them too made XLA
-    materialize the windows (default case: 53.9 MB of temporaries against
-    24.9, 8.2 ms a step against 6.4, and 21 ms against 6.5 where fresh
-    buffers fault). From an object of 2048^2, whose patches come out of a
-    conditional, ordering would save memory (50.4 MB against 71.2) but not
-    time (15.0 ms against 13.4).
+    pass is done, as on TensorFlow: for placement, whose object is
+    materialised anyway, that saves working memory at no cost in time.
+    Extraction is not ordered: its patches are fused into what reads them,
+    and reading one of them too made XLA materialise the windows (twice
+    the temporaries, and a slower step).
     """
     d_x, d_offsets = gradients
 

@@ -20,6 +20,7 @@ from ptycho_layers import onnx_export
 
 __all__ = [
     "NAME",
+    "IMPLEMENTATION",
     "SPLITS_BATCH",
     "complex",
     "where",
@@ -27,13 +28,13 @@ __all__ = [
     "add_at",
     "take_runs",
     "add_runs",
-    "padded_patches",
-    "padded_placement",
     "fusion_boundary",
     "differentiable",
 ]
 
 NAME = "tensorflow"
+# The operators' code: `ptycho_layers.xla`.
+IMPLEMENTATION = "xla"
 # Under XLA each piece of the batch is written into the output in place.
 SPLITS_BATCH = True
 
@@ -138,12 +139,6 @@ def _portable():
         yield
     finally:
         take_runs, add_runs, SPLITS_BATCH, _PORTABLE = saved
-
-
-# XLA gathers and adds the windows as runs (`ops.runs`), with no padded
-# copy of the object: the shared kernels serve.
-padded_patches = None
-padded_placement = None
 
 
 def fusion_boundary(fn, predicate):

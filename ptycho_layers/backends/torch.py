@@ -1,46 +1,22 @@
-"""The PyTorch backend: kernels of its own, in real pairs.
+"""The PyTorch backend: the primitives and the autograd wiring; the
+operators themselves are PyTorch's own implementation
+(`ptycho_layers.torch`).
 
-PyTorch has no gather of contiguous runs and none of XLA's tricks apply:
-nothing is fused across a boundary, and a conditional on data would only
-cost a device synchronisation and break graph capture
-(`torch.compile(fullgraph=True)`, `torch.export`). So `fusion_boundary` is
-a plain call and the shared kernels never split the batch. Instead, both
-operators have a kernel of their own (`padded_patches`,
-`padded_placement`, in `backends.torch_windows`):
-
-- Complex values travel as `torch.view_as_real` pairs (inductor generates
-  no code for complex tensors) and are viewed as complex at the end,
-  which is free.
-- On the CPU (`backends.torch_pieces`) the batch goes a piece at a time,
-  written in place, with outputs from a pool of freed buffers
-  (`backends.torch_buffers`): op by op, every intermediate as large as the
-  output would cost as much in page faults as the arithmetic. Extraction
-  copies window rows whole out of the object and blends them with
-  `lerp`s; placement adds each spread window into a view of the object,
-  in batch order. `torch.compile` calls these as custom operators.
-- On other devices, whole windows of the object zero-padded by N+1,
-  gathered by one advanced indexing of an `as_strided` view and blended
-  in one expression that inductor fuses; placement adds the windows with
-  one scatter-add.
-- Patches are computed groups first, (b, c, N, N), the layout in which a
-  patch row is contiguous, and returned as the (B, N, N, c) view of it;
-  as a gradient, with respect to contiguous patches, they are copied out
-  contiguous (`_laid_out_as`).
-
-`differentiable` ties each operator to its written-out gradients with a
-`torch.autograd.Function`, as the XLA backends do.
+PyTorch has no gather of contiguous runs (`take_runs = add_runs = None`),
+nothing is fused across a boundary (`fusion_boundary` is a plain call),
+and the batch is never split for memory (`SPLITS_BATCH = False`): every
+intermediate is materialised op by op anyway.
 """
 
 import torch
 from keras import ops
 
-from ptycho_layers.backends import torch_buffers
-from ptycho_layers.backends import torch_windows
-from ptycho_layers.backends.torch_windows import padded_patches
-from ptycho_layers.backends.torch_windows import padded_placement
+from ptycho_layers.torch import buffers as torch_buffers
+from ptycho_layers.torch.windows import add_rows
 
 __all__ = [
     "NAME",
+    "IMPLEMENTATION",
     "SPLITS_BATCH",
     "complex",
     "where",
@@ -48,13 +24,13 @@ __all__ = [
     "add_at",
     "take_runs",
     "add_runs",
-    "padded_patches",
-    "padded_placement",
     "fusion_boundary",
     "differentiable",
 ]
 
 NAME = "torch"
+# The operators' code: `ptycho_layers.torch`.
+IMPLEMENTATION = "torch"
 # Every intermediate is materialised op by op: pieces would save nothing.
 SPLITS_BATCH = False
 take_runs = None
@@ -83,11 +59,11 @@ def add_at(values, positions, size):
     Not `keras.ops.segment_sum`: on PyTorch it casts the values to float32,
     dropping imaginary parts and float64 precision."""
     total = torch.zeros(size, dtype=values.dtype, device=values.device)
-    return torch_windows.add_rows(total, positions.long(), values)
+    return add_rows(total, positions.long(), values)
 
 
 def fusion_boundary(fn, predicate):
-    """`fn()`: nothing to keep apart op by op (see the module's note)."""
+    """`fn()`: nothing to keep apart op by op."""
     del predicate
     return fn()
 
@@ -124,12 +100,11 @@ class _Operator(torch.autograd.Function):
 def _laid_out_as(gradient, x):
     """`gradient` contiguous, like `x`, where `x` is and it is not (the
     patches' gradient, extraction's groups-first view), copied on the CPU
-    into a buffer from `backends.torch_buffers`. Autograd would otherwise
-    copy it into x's layout itself (for a leaf's `.grad`; a convolution's
-    backward pass likewise), into a fresh buffer whose page faults cost
-    more than the copy: a step of the benchmark's placement loss, default
-    case, took 24.4 ms that way and 15.7 ms this way. Elsewhere, and under
-    `torch.compile`, the gradient is left as it is."""
+    into a buffer from `ptycho_layers.torch.buffers`. Autograd would
+    otherwise copy it into x's layout itself (for a leaf's `.grad`; a
+    convolution's backward pass likewise), into a fresh buffer whose page
+    faults cost more than the copy. Elsewhere, and under `torch.compile`,
+    the gradient is left as it is."""
     if (
         gradient.is_contiguous()
         or not x.is_contiguous()

@@ -1,4 +1,4 @@
-"""Each patch's whole (N+1)x(N+1) neighbourhood, gathered or added as runs.
+"""Each patch's whole S x S window, gathered or added as runs.
 
 XLA's gather and scatter can move whole slices, one contiguous run per
 window row, where an element gather computes an index for every entry; the
@@ -9,21 +9,22 @@ the padding, which keeps the copy from vectorising (2x slower from an
 object too large for the cache). So window rows are runs of the
 *flattened* object, which can leave it only at its very start or end:
 
-- window row r of a window starting at (y, x) is the run of N+1 entries
+- window row r of a window starting at (y, x) is the run of S entries
   from (y + r) * W + x, its row clamped into the object; where the window
   sticks out left or right, the run carries on into the previous or next
   object row, and those entries, like the rows outside the object, are set
   to zero in the same loop;
-- with W >= N+1, XLA moves only the run of object row 0 in a window
+- with W >= S, XLA moves only the run of object row 0 in a window
   starting left of the object and that of row H-1 in one ending right of
   it (at most one per window); that row is read instead from the first and
-  last object rows padded by N+1 zeros at both ends, 2(W + 2N + 2) entries.
+  last object rows padded by S zeros at both ends, 2(W + 2S) entries.
 
-Where the object is small beside the patches, `ops.padded_table` reads
+Where the object is small beside the patches, `padded_table` reads
 and adds the runs in a padded copy of it instead, with no masks.
 
 Shapes: `images` (Bi, H, W); `image_index` (b,) int32; `x_start`,
-`y_start` (b, c) int32 window starts in object coordinates; `size` = N+1.
+`y_start` (b, c) int32 window starts in object coordinates; `size` = S,
+the window's side.
 """
 
 
@@ -61,7 +62,7 @@ def gather_windows(images, image_index, x_start, y_start, size):
     Args:
         images: (Bi, H, W) with static W >= size.
         image_index, x_start, y_start: as above; starts may lie anywhere.
-        size: N+1.
+        size: S.
 
     Entries outside the object come back as zeros, whatever the object
     holds elsewhere.

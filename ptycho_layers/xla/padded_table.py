@@ -1,51 +1,44 @@
 """Windows as runs of a padded copy of a small object: no masks, and the
-gather fused into the blend.
+gather fused into the kernel's blend.
 
-`ops.runs` reads window rows from the object itself, where a run can
+`runs` reads window rows from the object itself, where a run can
 leave it: the entries outside are masked and the rows XLA would move are
 read from the padded end rows. That costs little where the windows are
 gathered into a buffer, but fused into the blend XLA's loop over it ran
 3x slower than gathering and blending apart. So where the object is
 small beside the patches (`fits`), the windows are read from, and
 added into, a copy of it made once per call (`table`: each image
-row followed by N+1 zeros, a row of zeros after the last, all after N+1
+row followed by S zeros, a row of zeros after the last, all after S
 zeros), materialised behind the fusion boundary rather than fused into
 the gather: no run leaves it and every entry outside the object is a
 zero, with no mask.
 
 Shapes: `images` (Bi, H, W); `image_index` (b,) int32; `x_start`,
-`y_start` (b, c) int32 window starts in object coordinates; `size` = N+1;
-the table (Bi, size + (H+1) * (W+size)).
+`y_start` (b, c) int32 window starts in object coordinates; `size` = S,
+the window's side; the table (Bi, size + (H+1) * (W+size)).
 """
 
 from ptycho_layers import backends
 from ptycho_layers.backends import keras_ops as ops
-from ptycho_layers.ops.runs import clamp_starts
+from ptycho_layers.xla.runs import clamp_starts
 
 __all__ = ["PADDED_SHARE", "fits", "length", "table", "starts", "crop"]
 
-# The padded copy's largest size against the patches', in entries.
-# Extraction, K = 64 to 1024 patches of 64x64, CPU, against the object's
-# own runs fused (`ops.windows`): with the table 1.3-2.2x faster at 0.04,
-# 0.13 and 0.17 of the patches (TensorFlow; JAX the same or better), even
-# at 0.27 and 1.2-1.9x slower at 0.69 and 1.03; the bound sits between.
+# The padded copy's largest size against the patches', in entries: above
+# about a quarter of the patches, reading the object's own runs fused
+# (`windows`) is faster than copying it first; below, the table is (the
+# measurements are in docs/performance.md).
 PADDED_SHARE = 0.2
 
 
-def fits(image_shape, batch, groups, patch_size):
-    """Whether the operators read and add windows in `table`: the
-    backend has XLA's run gather, the shapes are static, and the table is
-    at most `PADDED_SHARE` of the patches (B, N, N, c), so that copying it
-    (or cropping the object out of it) costs less than it saves, and the
-    work stays O(K N^2).
-
-    Default case on this CPU, output memory reused: extraction JAX 1.4 ms,
-    TensorFlow 1.7-2.0; from the object's own runs, fused, 1.8 and 2.6;
-    gathered into a buffer, 2.5 and 3.2. Placement TensorFlow 5.0 ms
-    against 6.5.
+def fits(image_shape, batch, groups, patch_size, size):
+    """Whether the operators read and add windows of side `size` in
+    `table`: the backend has XLA's run gather, the shapes are static, and
+    the table is at most `PADDED_SHARE` of the patches (B, N, N, c), so
+    that copying it (or cropping the object out of it) costs less than it
+    saves, and the work stays O(K N^2).
     """
     count, height, width = image_shape
-    size = patch_size + 1
     static = all(isinstance(n, int) for n in (count, height, width, batch, groups))
     # Any width: a run starts at most `size` entries before or after its
     # image row, in the zeros.

@@ -1,34 +1,34 @@
-"""PyTorch's placement on the CPU, in pieces (see `backends.torch_pieces`,
-whose extraction it is the adjoint of): a piece's patches spread over
-their windows (`backends.torch_spread`), each window added into a view of
+"""PyTorch's placement on the CPU, in pieces (see `torch.pieces`, whose
+extraction it is the adjoint of): a piece's patches spread over their
+windows by the kernel (`spread_into`), each window added into a view of
 the sums, in batch order. `torch.compile` and `torch.export` call it as
 the custom operator `ptycho_layers::placement_in_pieces`.
 
 Shapes: values (b, c, N, N, q) in pairs (q = 2 for complex values, 1 for
 real ones), in the coordinate dtype; image, row, col (b, c) int64 window
-corners in the objects padded by N+1 (`torch_windows._corners`); fx, fy
-(b, c, 1, 1, 1) weights of the second neighbour; the sums (Bi, H, W, q).
+corners in the objects padded by S (`torch.windows._corners`); fx, fy
+(b, c, 1, 1, 1), the kernel's fractions; the sums (Bi, H, W, q).
 """
 
 from typing import List
 
 import torch
 
-from ptycho_layers.backends import torch_buffers
-from ptycho_layers.backends import torch_pieces
-from ptycho_layers.backends.torch_spread import spread_buffers
-from ptycho_layers.backends.torch_spread import spread_into
+from ptycho_layers.torch import buffers as torch_buffers
+from ptycho_layers.torch import pieces as torch_pieces
+from ptycho_layers.torch.kernels import KERNELS
 
 __all__ = ["placement_in_pieces", "placement_op"]
 
 
-def placement_in_pieces(values, image, row, col, fx, fy, object_shape):
-    """`torch_windows.padded_placement`'s sums, a piece of the batch at a
-    time: what falls outside the objects is dropped.
+def placement_in_pieces(values, image, row, col, fx, fy, object_shape, kernel):
+    """`torch.windows.place`'s sums, a piece of the batch at a time: what
+    falls outside the objects is dropped.
 
     Args:
         values, image, row, col, fx, fy: as above (the module's shapes).
         object_shape: (Bi, H, W, q).
+        kernel: the kernel's module.
 
     Returns:
         (Bi, H, W, q): the windows added in batch order, each with one
@@ -40,7 +40,7 @@ def placement_in_pieces(values, image, row, col, fx, fy, object_shape):
         by one.
     """
     count, height, width, q = object_shape
-    size = values.shape[2] + 1
+    size = kernel.window_size(values.shape[2])
     # Host integers, once: on the CPU this costs no synchronisation.
     starts, inside, edges = torch_pieces.windows_in_objects(
         image, row, col, object_shape, size
@@ -49,21 +49,21 @@ def placement_in_pieces(values, image, row, col, fx, fy, object_shape):
     if len(edges) * torch_pieces.EDGE_WINDOW_PIXELS <= shape[0] * shape[1] * shape[2]:
         total = torch_buffers.new_output(tuple(object_shape), values.dtype).zero_()
         whole = inside.reshape(-1).tolist()
-        return _add_windows(values, fx, fy, total, starts, whole, edges)
+        return _add_windows(kernel, values, fx, fy, total, starts, whole, edges)
     padded = torch_buffers.new_output(shape, values.dtype).zero_()
     starts = (image * shape[1] + row) * shape[2] + col
-    _add_windows(values, fx, fy, padded, starts, [True] * starts.numel(), [])
+    _add_windows(kernel, values, fx, fy, padded, starts, [True] * starts.numel(), [])
     total = torch_buffers.new_output(tuple(object_shape), values.dtype)
     return total.copy_(padded[:, size:size + height, size:size + width])
 
 
-def _add_windows(values, fx, fy, total, starts, whole, edges):
-    """Spread `values` (b, c, N, N, q) (weights fx, fy as for
-    `placement_in_pieces`) and add window k into `total` (Bi, H, W, q) at
+def _add_windows(kernel, values, fx, fy, total, starts, whole, edges):
+    """Spread `values` (b, c, N, N, q) by `kernel` (fractions fx, fy as
+    for `placement_in_pieces`) and add window k into `total` (Bi, H, W, q) at
     flat pixel `starts` (b, c) where `whole[k]`, else clipped as `edges`
     (from `torch_pieces.windows_in_objects`) say; returns `total`."""
     batch, groups, patch_size, _, q = values.shape
-    size = patch_size + 1
+    size = kernel.window_size(patch_size)
     _, height, width, _ = total.shape
     # Every window of the sums by its first pixel, whole or not: indexing
     # it makes a window's view at a third less cost than `as_strided`.
@@ -84,11 +84,11 @@ def _add_windows(values, fx, fy, total, starts, whole, edges):
     step = torch_pieces.piece_rows(batch, groups * size * size * q * values.element_size())
     # One piece's buffers, reused (see `torch_pieces.patches_in_pieces`),
     # and the views of its windows, made once.
-    buffers = spread_buffers(values, step)
+    buffers = kernel.spread_buffers(values, step)
     sources = buffers[2].view(-1, size, size, q).unbind(0)
     for first, piece_values, piece_fx, piece_fy in torch_pieces.row_pieces(step, values, fx, fy):
         count = piece_values.shape[0]
-        spread_into(piece_values, piece_fx, piece_fy, *(buffer[:count] for buffer in buffers))
+        kernel.spread_into(piece_values, piece_fx, piece_fy, *(buffer[:count] for buffer in buffers))
         low, high = first * groups, (first + count) * groups
         into, added = targets[low:high], list(sources[:high - low])
         if clipped and clipped[-1][0] < high:
@@ -117,12 +117,15 @@ def placement_op(
     fx: torch.Tensor,
     fy: torch.Tensor,
     object_shape: List[int],
+    kernel: str,
 ) -> torch.Tensor:
     """`placement_in_pieces` as one operator that `torch.compile` and
-    `torch.export` call as it is (CPU tensors)."""
-    return placement_in_pieces(values, image, row, col, fx, fy, object_shape)
+    `torch.export` call as it is (CPU tensors), the kernel by its name."""
+    return placement_in_pieces(
+        values, image, row, col, fx, fy, object_shape, KERNELS[kernel]
+    )
 
 
 @placement_op.register_fake
-def _(values, image, row, col, fx, fy, object_shape):
+def _(values, image, row, col, fx, fy, object_shape, kernel):
     return values.new_empty(object_shape)

@@ -12,7 +12,8 @@ from keras import ops
 
 from oracle import asymmetric_object, oracle_patches
 from ptycho_layers import backends
-from ptycho_layers.ops import extract_patches_batched, windows
+from ptycho_layers.operators import extract_patches_batched
+from ptycho_layers.xla import windows
 from test_extraction import KINDS, make_offsets
 
 pytestmark = pytest.mark.skipif(

@@ -1,30 +1,31 @@
-"""PyTorch's kernels on the CPU, in pieces (see `backends.torch_windows`):
-the batch a piece of about `PIECE_BYTES` of windows at a time, every
-result written in place. Extraction here, placement in
-`backends.torch_placement`, with what they share.
+"""PyTorch's operators on the CPU, in pieces (see `torch.windows`): the
+batch a piece of about `PIECE_BYTES` of windows at a time, every result
+written in place. Extraction here, placement in `torch.placement`, with
+what they share.
 
 A fresh buffer as large as the output costs, in page faults, as much as
 the arithmetic: a piece's buffers are allocated once per call, reused,
-and stay in cache, and outputs come from `backends.torch_buffers`.
-Extraction copies each window row whole (`index_select` of an
-`as_strided` view of every run of N+1 pixels) and blends with two
-`lerp`s; placement spreads a piece's patches and adds each window into a
-view of the sums, in batch order. Windows that are not wholly inside
+and stay in cache, and outputs come from `torch.buffers`. Extraction
+copies each window row whole (`index_select` of an `as_strided` view of
+every run of S pixels) and blends with the kernel's `blend_piece`;
+placement spreads a piece's patches (`spread_into`) and adds each window
+into a view of the sums, in batch order. Windows that are not wholly inside
 their object (at the edges) are handled one by one, clipped, unless so
 many of them are that reading them from, or adding them into, objects
-padded by N+1 costs less (`EDGE_WINDOW_PIXELS`).
+padded by S costs less (`EDGE_WINDOW_PIXELS`).
 `torch.compile` and `torch.export` call extraction as the custom
 operator `ptycho_layers::patches_in_pieces`.
 
 Shapes: objects (Bi, H, W, q) in pairs (q = 2 for complex values, 1 for
 real ones); image, row, col (b, c) int64 window corners in the objects
-padded by N+1 (`torch_windows._corners`); fx, fy (b, c, 1, 1, 1) weights
-of the second neighbour; values and patches (b, c, N, N, q).
+padded by S (`torch.windows._corners`); fx, fy (b, c, 1, 1, 1), the
+kernel's fractions; values and patches (b, c, N, N, q).
 """
 
 import torch
 
-from ptycho_layers.backends import torch_buffers
+from ptycho_layers.torch import buffers as torch_buffers
+from ptycho_layers.torch.kernels import KERNELS
 
 __all__ = [
     "PIECE_BYTES",
@@ -37,19 +38,15 @@ __all__ = [
     "patches_op",
 ]
 
-# Windows per piece, in bytes: a piece's buffers stay in cache. (Default
-# case, 64 windows of 65x65 complex pairs: 2.2 MB; from 16 to 128 windows
-# the time is flat, at 256 it doubles.)
+# Windows per piece, in bytes: a piece's buffers stay in cache (the time
+# is flat from an eighth to twice this, and doubles at four times).
 PIECE_BYTES = 2**21
 
 # Extraction clips a window that is not wholly inside its object one by
-# one, at about the cost of padding this many pixels (11 us against
-# 0.76 ns a pixel, default case): with more such windows than the object
-# has pixels over this, it pads the object instead. Placement likewise,
-# against the pixels of the padded sums (zeroed, and the objects cropped
-# out of them): default case, 8.0 ms padded against 9.6 clipped; objects
-# of 1024^2 even (1.24 M pixels of windows against 1.33 M of sums);
-# 2048^2, clipped, 0.6 ms faster.
+# one, at about the cost of padding this many pixels: with more such
+# windows than the object has pixels over this, it pads the object
+# instead. Placement likewise, against the pixels of the padded sums
+# (zeroed, and the objects cropped out of them).
 EDGE_WINDOW_PIXELS = 10_000
 
 
@@ -71,7 +68,7 @@ def windows_in_objects(image, row, col, object_shape, size):
 
     Args:
         image, row, col: (b, c) int64 corners in the objects padded by
-            `size` (see `torch_windows._corners`).
+            `size` (see `torch.windows._corners`).
         object_shape: (Bi, H, W, q).
 
     Returns:
@@ -118,9 +115,8 @@ def _runs(objects, size):
     return objects.as_strided((count, size * q), (q, 1))
 
 
-def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size):
-    """`torch_windows.padded_patches`' blend, a piece of the batch at a
-    time.
+def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size, kernel):
+    """`torch.windows.extract`, a piece of the batch at a time.
 
     Windows wholly inside their object are gathered from it as runs; the
     others (at or beyond an edge, or at non-finite offsets) are zeroed and
@@ -131,16 +127,17 @@ def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size):
 
     Args:
         pairs: (Bi, H, W, q) objects; image, row, col: (b, c) int64
-            corners in the objects padded by N+1 (see `_corners`).
-        fx, fy: (b, c, 1, 1, 1) column and row weights of the second
-            neighbour, NaN in fy where the offset was not finite.
+            corners in the objects padded by S.
+        fx, fy: (b, c, 1, 1, 1) the kernel's column and row fractions,
+            NaN in fy where the offset was not finite.
         patch_size: N.
+        kernel: the kernel's module.
 
     Returns:
         (b, c, N, N, q) in the coordinate dtype.
     """
     batch, groups = row.shape
-    size = patch_size + 1
+    size = kernel.window_size(patch_size)
     objects = pairs.contiguous()
     _, height, width, q = objects.shape
     starts, inside, edges = windows_in_objects(image, row, col, objects.shape, size)
@@ -159,17 +156,20 @@ def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size):
     # One piece's buffers, reused: a fresh buffer per piece is returned to
     # the system when freed, and faulted in again by the next piece.
     window_buffer = objects.new_empty((step * groups * size, size * q))
-    across_buffer = objects.new_empty((step, groups, size, patch_size, q))
-    # Every view a piece uses made once, not piece after piece (about 20 us
-    # of Python and dispatch a piece, now 6-10; 18 pieces in the default
-    # case, two runs in turns: 2.64-2.89 ms against 2.74-2.98).
-    full = _piece_views(window_buffer, across_buffer, step)
+    # Every view a piece uses made once, not piece after piece: Python and
+    # dispatch cost about as much per piece as a small piece's arithmetic.
+    full = _piece_views(kernel, window_buffer, step, groups, size, q)
+    scratch = full[2]
     pieces = row_pieces(step, starts.reshape(batch, groups * size), fx, fy, patches)
     edges.reverse()  # popped from the end, in batch order
     for first, piece_starts, piece_fx, piece_fy, piece_patches in pieces:
         count = piece_fx.shape[0]
-        views = full if count == step else _piece_views(window_buffer, across_buffer, count)
-        flat, window, columns, across, rows = views
+        if count == step:
+            flat, window, _, blend_views = full
+        else:
+            flat, window, _, blend_views = _piece_views(
+                kernel, window_buffer, count, groups, size, q, scratch
+            )
         if runs is not None:
             torch.index_select(runs, 0, piece_starts.view(-1), out=flat)
         while edges and edges[-1][0] < first + count:
@@ -179,23 +179,20 @@ def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size):
             if overlap is not None:
                 in_object, in_window = overlap
                 edge[in_window].copy_(objects[(index,) + in_object])
-        # lerp: one pass for (1 - f) a + f b, and NaN for a NaN weight.
-        torch.lerp(*columns, piece_fx, out=across)
-        torch.lerp(*rows, piece_fy, out=piece_patches)
+        kernel.blend_piece(blend_views, piece_fx, piece_fy, piece_patches)
     return patches
 
 
-def _piece_views(window_buffer, across_buffer, count):
+def _piece_views(kernel, window_buffer, count, groups, size, q, scratch=None):
     """The views a piece of `count` rows reads and writes: (flat windows
     (count * c * size, size * q) for `index_select`, the same as
-    (count, c, size, size, q), their columns' two neighbours, the blend
-    across (count, c, size, N, q), its rows' two neighbours)."""
-    _, groups, size, _, q = across_buffer.shape
+    (count, c, size, size, q), the kernel's scratch buffer (made here for
+    None) and its `piece_views`)."""
     flat = window_buffer[:count * groups * size]
     window = flat.view(count, groups, size, size, q)
-    across = across_buffer[:count]
-    columns = (window[:, :, :, :-1], window[:, :, :, 1:])
-    return flat, window, columns, across, (across[:, :, :-1], across[:, :, 1:])
+    if scratch is None:
+        scratch = kernel.piece_scratch(window)
+    return flat, window, scratch, kernel.piece_views(window, scratch)
 
 
 @torch.library.custom_op("ptycho_layers::patches_in_pieces", mutates_args=())
@@ -207,13 +204,14 @@ def patches_op(
     fx: torch.Tensor,
     fy: torch.Tensor,
     patch_size: int,
+    kernel: str,
 ) -> torch.Tensor:
     """`patches_in_pieces` as one operator that `torch.compile` and
-    `torch.export` call as it is (CPU tensors)."""
-    return patches_in_pieces(pairs, image, row, col, fx, fy, patch_size)
+    `torch.export` call as it is (CPU tensors), the kernel by its name."""
+    return patches_in_pieces(pairs, image, row, col, fx, fy, patch_size, KERNELS[kernel])
 
 
 @patches_op.register_fake
-def _(pairs, image, row, col, fx, fy, patch_size):
+def _(pairs, image, row, col, fx, fy, patch_size, kernel):
     batch, groups = row.shape
     return pairs.new_empty((batch, groups, patch_size, patch_size, pairs.shape[-1]))

@@ -1,6 +1,6 @@
 """The padded table: when the operators use it, and its layout. Windows
 read from it and added into it are checked against numpy in
-`test_runs.py`, and through the operators against the float64 oracle in
+`test_xla_runs.py`, and through the operators against the float64 oracle in
 `test_extraction.py`, `test_placement.py` and `test_gradients.py`."""
 
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 from keras import ops
 
 from ptycho_layers import backends
-from ptycho_layers.ops import padded_table
+from ptycho_layers.xla import padded_table
 
 pytestmark = pytest.mark.skipif(
     backends.current().take_runs is None,
@@ -20,15 +20,15 @@ def test_only_where_it_is_small_beside_the_patches():
     """The copy costs O(H W) a call: taken for the benchmark's case (a
     392x392 object, 1024 patches of 64x64), not for a 2048x2048 object,
     nor for a batch unknown when tracing."""
-    assert padded_table.fits((1, 392, 392), 256, 4, 64)
-    assert not padded_table.fits((1, 2048, 2048), 256, 4, 64)
-    assert not padded_table.fits((1, 392, 392), None, 4, 64)
+    assert padded_table.fits((1, 392, 392), 256, 4, 64, 65)
+    assert not padded_table.fits((1, 2048, 2048), 256, 4, 64, 65)
+    assert not padded_table.fits((1, 392, 392), None, 4, 64, 65)
     # The bound itself: a 3x5 object with windows of 8 makes a table of
     # 8 + 4 * 13 = 60 entries; 0.2 of the patches (b, 7, 7, 2) reaches 60
     # entries at b = 4 (78.4), not at b = 3 (58.8).
     assert padded_table.PADDED_SHARE == 0.2
-    assert padded_table.fits((1, 3, 5), 4, 2, 7)
-    assert not padded_table.fits((1, 3, 5), 3, 2, 7)
+    assert padded_table.fits((1, 3, 5), 4, 2, 7, 8)
+    assert not padded_table.fits((1, 3, 5), 3, 2, 7, 8)
 
 
 def test_layout_and_crop():

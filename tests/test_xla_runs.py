@@ -9,8 +9,8 @@ import pytest
 
 from conftest import BACKEND
 from ptycho_layers import backends
-from ptycho_layers.ops import padded_table
-from ptycho_layers.ops import runs
+from ptycho_layers.xla import padded_table
+from ptycho_layers.xla import runs
 
 pytestmark = pytest.mark.skipif(
     backends.current().take_runs is None,

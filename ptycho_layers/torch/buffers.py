@@ -1,10 +1,9 @@
-"""Output buffers for PyTorch's CPU kernels (`backends.torch_pieces`),
-reused once freed.
+"""Output buffers for PyTorch's operators on the CPU (`torch.pieces`,
+`torch.placement`), reused once freed.
 
 A fresh buffer as large as the default case's output (32 MB) costs more
-to fault in than the whole extraction takes: 5.5 ms in 4 KiB pages, and
-on a virtual machine that hands freed memory back to its host, up to
-37 ms in huge pages. TensorFlow's allocator pools freed memory; PyTorch's
+to fault in than the whole extraction takes, the more so on a virtual
+machine that hands freed memory back to its host. TensorFlow's allocator pools freed memory; PyTorch's
 CPU allocator does not. So the kernels' outputs come from here: NumPy
 arrays (NumPy asks the kernel for huge pages for large arrays), and when
 the last tensor viewing one is freed, its memory is kept for the next

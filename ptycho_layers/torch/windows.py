@@ -1,25 +1,24 @@
-"""PyTorch's own extraction and placement kernels (see `backends.torch`):
-whole windows of the object zero-padded by N+1, in real pairs.
+"""PyTorch's extraction and placement: each patch's window of the object,
+gathered or added, composed with the kernel, in real pairs.
 
 Shapes: images (Bi, H, W); image_index (b,) int32; x, y (b, c) sanitized
 offsets in the coordinate dtype; finite (b, c) bool; windows
-(b, c, N+1, N+1, q), q = 2 (real and imaginary parts) or 1 (real values).
+(b, c, S, S, q), q = 2 (real and imaginary parts) or 1 (real values).
 
-Each kernel has forms (`_form`): in pieces on the CPU
-(`backends.torch_pieces`, through custom operators under `torch.compile`,
-where inductor's whole-batch code was slower: extraction 1.4x, placement's
-scatter-add of atomics 5.6x; default case), and the whole batch at once
-(`_blend_fused`, `_spread_fused`, one scatter-add) for inductor on other
-devices, and wherever autograd or an ONNX trace records the kernel.
+Each operator has forms (`_form`): in pieces on the CPU (`torch.pieces`,
+`torch.placement`, through custom operators under `torch.compile`, where
+inductor's whole-batch code was slower), and the whole batch at once,
+from the object zero-padded by S (the kernel's `blend` and `spread` as
+one expression, and one scatter-add) for inductor on other devices, and
+wherever autograd or an ONNX trace records the kernel.
 """
 
 import torch
 
-from ptycho_layers.backends import torch_pieces
-from ptycho_layers.backends import torch_placement
-from ptycho_layers.backends import torch_spread
+from ptycho_layers.torch import pieces as pieces_lib
+from ptycho_layers.torch import placement as placement_lib
 
-__all__ = ["padded_patches", "padded_placement", "add_rows"]
+__all__ = ["extract", "place", "add_rows"]
 
 
 def _as_pairs(values, coord):
@@ -39,16 +38,17 @@ def _from_pairs(pairs, dtype):
     return pairs[..., 0].to(dtype)
 
 
-def _corners(x, y, finite, image_index, height, width, patch_size):
-    """Where each window lies in the object padded by N+1, and its blend.
+def _corners(kernel, x, y, finite, image_index, height, width, patch_size):
+    """Where each window lies in the object padded by S, and its blend.
 
     Args:
-        x, y: (b, c) sanitized offsets (coordinate dtype); finite: (b, c)
-            bool; image_index: (b,) int32.
+        kernel: the kernel's module; x, y: (b, c) sanitized offsets
+            (coordinate dtype); finite: (b, c) bool; image_index: (b,)
+            int32.
 
     Returns:
         (image, row, col, fx, fy, nan): (b, c) int64 image and first padded
-        row and column of each window, clamped into [0, extent + N + 1]
+        row and column of each window, clamped into [0, extent + S]
         (beyond, a window lies wholly in the padding, so clamping changes
         nothing), and (0, 0), wholly in the padding, where the offset was
         not finite: such a patch reads only zeros, and what it adds is
@@ -57,16 +57,16 @@ def _corners(x, y, finite, image_index, height, width, patch_size):
         finite. Each is realised (`_realised`), once, before the loops
         that read it.
     """
-    size = patch_size + 1
-    x_floor, y_floor = torch.floor(x), torch.floor(y)
-    half = patch_size // 2
-    col = torch.clamp(x_floor.long() - half, -size, width) + size
-    row = torch.clamp(y_floor.long() - half, -size, height) + size
+    size = kernel.window_size(patch_size)
+    x_start, fx = kernel.origin(x, patch_size)
+    y_start, fy = kernel.origin(y, patch_size)
+    col = torch.clamp(x_start, -size, width) + size
+    row = torch.clamp(y_start, -size, height) + size
     col = torch.where(finite, col, 0)
     row = torch.where(finite, row, 0)
     image = image_index.long()[:, None].expand_as(row)
     nan = torch.where(finite, 0.0, float("nan")).to(x.dtype)
-    blend = [(x - x_floor), (y - y_floor), nan]
+    blend = [fx, fy, nan]
     blend = [_realised(value).reshape(value.shape + (1, 1, 1)) for value in blend]
     return (_realised(image), _realised(row), _realised(col), *blend)
 
@@ -153,62 +153,6 @@ def _compiling():
     return torch.compiler.is_compiling()
 
 
-def _blend_fused(window, x0, x1, y0, y1):
-    """The blend of windows (b, c, N+1, N+1, q) with per-window weights
-    (b, c, 1, 1, 1) for columns (x0, x1) and rows (y0, y1), as one
-    expression: inductor makes it one loop with the gather (a shared
-    intermediate would get a buffer of its own)."""
-
-    def across(rows):
-        return x0 * window[:, :, rows, :-1] + x1 * window[:, :, rows, 1:]
-
-    return y0 * across(slice(None, -1)) + y1 * across(slice(1, None))
-
-
-def _blend_eager(window, x0, x1, y0, y1):
-    """`_blend_fused` op by op: two products and two in-place
-    multiply-adds, so only one intermediate as large as the patches."""
-    across = window[:, :, :, :-1] * x0
-    across.addcmul_(window[:, :, :, 1:], x1)
-    patches = across[:, :, :-1] * y0
-    return patches.addcmul_(across[:, :, 1:], y1)
-
-
-def _spread_fused(values, x0, x1, y0, y1):
-    """The adjoint of the blend: values (b, c, N, N, q) -> windows
-    (b, c, N+1, N+1, q), entry n receiving entry n with weight x0 (y0) and
-    n - 1 with x1 (y1). Four shifted products and no shared intermediate,
-    so that inductor computes it inside the scatter that reads it."""
-    pad = torch.nn.functional.pad
-
-    def term(x, y, left, top):
-        return pad((values * x) * y, (0, 0, left, 1 - left, top, 1 - top))
-
-    return term(x0, y0, 0, 0) + term(x1, y0, 1, 0) + term(x0, y1, 0, 1) + term(x1, y1, 1, 1)
-
-
-def _spread_eager(values, x0, x1, y0, y1):
-    """`_spread_fused` op by op, summing in place. Where autograd is not
-    recording (the usual case: inside `differentiable`'s forward and
-    backward), `torch_spread.spread_into` writes two `lerp`s into three
-    buffers about as large as the windows, not six products."""
-    b, c, n, _, q = values.shape
-    # An ONNX export's trace cannot write `out=` products either.
-    recording = torch.jit.is_tracing() or (
-        torch.is_grad_enabled()
-        and any(t.requires_grad for t in (values, x0, x1, y0, y1))
-    )
-    if recording:
-        across = values.new_zeros((b, c, n, n + 1, q))
-        windows = values.new_zeros((b, c, n + 1, n + 1, q))
-        across[:, :, :, :-1] += values * x0
-        across[:, :, :, 1:] += values * x1
-        windows[:, :, :-1] += across * y0
-        windows[:, :, 1:] += across * y1
-        return windows
-    return torch_spread.spread_into(values, x1, y1, *torch_spread.spread_buffers(values, b))
-
-
 def _form(values):
     """Which form of the kernels runs on `values` (see the module's note):
     on the CPU "pieces" op by op, and "pieces_op" (the same through the
@@ -226,47 +170,51 @@ def _form(values):
     return "pieces" if cpu else "whole"
 
 
-def padded_patches(images, image_index, x, y, finite, patch_size):
-    """Bilinear patches from the zero-padded object (see the module's note).
+def extract(images, image_index, x, y, finite, patch_size, kernel):
+    """Patches from the zero-extended object (see the module's note).
 
     Args:
         images: (Bi, H, W), real or complex; image_index: (b,) int32.
         x, y: (b, c) sanitized offsets in the coordinate dtype; finite:
             (b, c) bool.
         patch_size: N.
+        kernel: the kernel's module.
 
     Returns:
         (b, N, N, c) in the images' dtype (a view of a (b, c, N, N)
         tensor), NaN where the offset was not finite.
     """
-    size = patch_size + 1
+    size = kernel.window_size(patch_size)
     _, height, width = images.shape
     image, row, col, fx, fy, nan = _corners(
-        x, y, finite, image_index, height, width, patch_size
+        kernel, x, y, finite, image_index, height, width, patch_size
     )
     pairs = _as_pairs(images, x.dtype)
     # NaN in the row weights makes the whole patch NaN, with no branch.
+    fy = fy + nan
     form = _form(pairs)
     if form == "pieces":
-        patches = torch_pieces.patches_in_pieces(pairs, image, row, col, fx, fy + nan, patch_size)
+        patches = pieces_lib.patches_in_pieces(
+            pairs, image, row, col, fx, fy, patch_size, kernel
+        )
     elif form == "pieces_op":
-        patches = torch_pieces.patches_op(pairs, image, row, col, fx, fy + nan, patch_size)
+        patches = pieces_lib.patches_op(pairs, image, row, col, fx, fy, patch_size, kernel.NAME)
     else:
         padded = torch.nn.functional.pad(pairs, (0, 0, size, size, size, size))
         window = _GatherWindows.apply(padded, image, row, col, size)
-        weights = (1 - fx, fx, 1 - fy + nan, fy + nan)
-        patches = (_blend_fused if form == "fused" else _blend_eager)(window, *weights)
+        patches = kernel.blend(window, fx, fy, fused=form == "fused")
     return _from_pairs(patches, images.dtype).permute(0, 2, 3, 1)
 
 
-def padded_placement(patches, image_index, x, y, finite, image_shape):
-    """The adjoint of `padded_patches`: every patch spread over its window
-    and the windows added into the zero-padded objects.
+def place(patches, image_index, x, y, finite, image_shape, kernel):
+    """The adjoint of `extract`: every patch spread over its window by the
+    kernel and the windows added into the zero-extended objects.
 
     Args:
         patches: (b, N, N, c), real or complex; image_index: (b,) int32.
-        x, y, finite: as for `padded_patches`.
+        x, y, finite: as for `extract`.
         image_shape: (Bi, H, W) static ints.
+        kernel: the kernel's module.
 
     Returns:
         (Bi, H, W) in the patches' dtype: on the CPU the sums themselves,
@@ -274,23 +222,25 @@ def padded_placement(patches, image_index, x, y, finite, image_shape):
     """
     count, height, width = image_shape
     patch_size = patches.shape[1]
-    size = patch_size + 1
+    size = kernel.window_size(patch_size)
     image, row, col, fx, fy, _ = _corners(
-        x, y, finite, image_index, height, width, patch_size
+        kernel, x, y, finite, image_index, height, width, patch_size
     )
     values = _as_pairs(patches, x.dtype).permute(0, 3, 1, 2, 4)
     form = _form(values)
     if form in ("pieces", "pieces_op"):
         shape = [count, height, width, values.shape[-1]]
-        place = (
-            torch_placement.placement_in_pieces
-            if form == "pieces"
-            else torch_placement.placement_op
-        )
-        return _from_pairs(place(values, image, row, col, fx, fy, shape), patches.dtype)
+        if form == "pieces":
+            total = placement_lib.placement_in_pieces(
+                values, image, row, col, fx, fy, shape, kernel
+            )
+        else:
+            total = placement_lib.placement_op(
+                values, image, row, col, fx, fy, shape, kernel.NAME
+            )
+        return _from_pairs(total, patches.dtype)
     shape = (count, height + 2 * size, width + 2 * size, values.shape[-1])
-    spread = _spread_fused if form == "fused" else _spread_eager
-    windows = spread(values, 1 - fx, fx, 1 - fy, fy)
+    windows = kernel.spread(values, fx, fy, fused=form == "fused")
     total = _add_windows(windows, image, row, col, shape)
     total = total[:, size:size + height, size:size + width]
     return _from_pairs(total, patches.dtype)

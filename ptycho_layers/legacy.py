@@ -6,11 +6,11 @@ whole-image coordinates, and keep the top-left NxN. O(H*W) work per patch,
 one patch after another.
 """
 
-from keras.src.backend import standardize_dtype
+from keras.backend import standardize_dtype
 
 from ptycho_layers import backends
 from ptycho_layers.backends import keras_ops as ops
-from ptycho_layers.ops import geometry
+from ptycho_layers import operators
 
 __all__ = ["extract_patches_legacy", "place_patches_legacy"]
 
@@ -93,12 +93,12 @@ def extract_patches_legacy(images, offsets, patch_size):
     num_images, height, width = ops.shape(images)
     batch, groups = ops.shape(offsets)[0], ops.shape(offsets)[1]
 
-    x, y, finite = geometry.sanitize_offsets(
+    x, y, finite = operators.sanitize_offsets(
         offsets, height, width, patch_size, "float32"
     )
     padded = ops.pad(images, [[0, 0], [half, half], [half, half]])
     # Patch k = b*c + j (b-major, c-minor) reads image b, or the only one.
-    image_index = geometry.image_indices(batch, num_images)[:, None]
+    image_index = operators.image_indices(batch, num_images)[:, None]
     image_index = image_index + ops.zeros((1, groups), "int32")
 
     def translate_one(args):
@@ -123,7 +123,7 @@ def extract_patches_legacy(images, offsets, patch_size):
             ),
         )
     patches = ops.reshape(canvas, (batch, groups, patch_size, patch_size))
-    return geometry.nan_where_not_finite(
+    return operators.nan_where_not_finite(
         ops.transpose(patches, (0, 2, 3, 1)), finite
     )
 
@@ -156,7 +156,7 @@ def place_patches_legacy(patches, offsets, image_shape):
     patch_size = ops.shape(patches)[1]
     half = patch_size // 2
     batch, groups = ops.shape(offsets)[0], ops.shape(offsets)[1]
-    x, y, finite = geometry.sanitize_offsets(
+    x, y, finite = operators.sanitize_offsets(
         offsets, height, width, patch_size, "float32"
     )
     # Not a product with the mask: 0 * NaN would still be NaN.
@@ -167,7 +167,7 @@ def place_patches_legacy(patches, offsets, image_shape):
     x_floor, y_floor = ops.floor(x), ops.floor(y)
     x_frac, y_frac = x - x_floor, y - y_floor
     x_floor, y_floor = ops.cast(x_floor, "int32"), ops.cast(y_floor, "int32")
-    image_index = geometry.image_indices(batch, num_images)
+    image_index = operators.image_indices(batch, num_images)
 
     def add_one(k, total):
         b, j = k // groups, k % groups

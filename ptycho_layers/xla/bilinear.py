@@ -1,0 +1,195 @@
+"""The bilinear kernel of the XLA implementation, in every direction.
+
+A patch of size N at offset [x, y] reads the (N+1) x (N+1) window whose
+top-left is (floor(y) - N//2, floor(x) - N//2) and blends it with
+separable weights: along each axis, patch entry n takes window entries n
+and n+1 with w0 = (1 - f) * inside[n] and w1 = f * inside[n+1], f the
+offset's fraction and `inside` 1 where the window entry lies in the
+object. Folding the zero extension into these 1-D weights costs O(N) per
+patch instead of a mask over the window.
+
+- `blend`: window -> patch (extraction);
+- `row_share`: what one window row adds to the patch, for the reader that
+  leaves a row out of its gather (`windows.reader`, "fused");
+- `spread_operands` and `spread`: patch -> window, the blend's adjoint
+  (placement);
+- `derivative`: the blend's derivative with respect to x and y (the
+  offsets' gradient).
+
+Shapes: windows (b, N+1, N+1, c) or, for the spread, (b, c, N+1, N+1, q)
+(groups first, q = 2 for the real and imaginary parts, 1 for real
+values); weights (b, N, c) each; patches (b, N, N, c).
+"""
+
+from ptycho_layers.backends import keras_ops as ops
+from ptycho_layers.xla.geometry import padded_along
+
+__all__ = [
+    "NAME",
+    "window_size",
+    "origin",
+    "weights",
+    "blend",
+    "row_share",
+    "spread_operands",
+    "spread",
+    "derivative",
+]
+
+
+NAME = "bilinear"
+
+
+def window_size(patch_size):
+    """S = N + 1: a patch entry reads its pixel and the next."""
+    return patch_size + 1
+
+
+def origin(offset, patch_size):
+    """(start, fraction): the window's first index (b, c) int32 and the
+    offset's sub-pixel part (b, c) in [0, 1), along one axis."""
+    # Split into integer and fraction *before* subtracting N//2: the
+    # fraction of the offset itself is exact in its own precision.
+    floor = ops.floor(offset)
+    return ops.cast(floor, "int32") - patch_size // 2, offset - floor
+
+
+def _axis_weights(fraction, inside):
+    """w0, w1 (b, N, c) from the fraction (b, c) and inside (b, N+1, c)."""
+    fraction = fraction[:, None, :]
+    return (1 - fraction) * inside[:, :-1], fraction * inside[:, 1:]
+
+
+def weights(y_fraction, x_fraction, row_inside, col_inside, keep=None):
+    """(row_w0, row_w1, col_w0, col_w1), (b, N, c) each; `keep` (b, c), 0
+    where the offset was not finite, zeroes the row weights, and so every
+    weight of the patch."""
+    row_w0, row_w1 = _axis_weights(y_fraction, row_inside)
+    if keep is not None:
+        keep = keep[:, None, :]
+        row_w0, row_w1 = row_w0 * keep, row_w1 * keep
+    return (row_w0, row_w1, *_axis_weights(x_fraction, col_inside))
+
+
+def blend(parts, weights):
+    """The blend of real windows, groups last.
+
+    Args:
+        parts: a list of (b, N+1, N+1, c) real windows in the weights'
+            dtype (say, the real and imaginary parts), blended alike.
+        weights: from `weights`.
+
+    Returns:
+        A list of (b, N, N, c). With the groups last the windows' rows are
+        contiguous runs of (N+1)*c values and the weights broadcast along
+        them, so the loops vectorise.
+    """
+    row_w0, row_w1, col_w0, col_w1 = weights
+    col_w0 = col_w0[:, None]
+    col_w1 = col_w1[:, None]
+    row_w0 = row_w0[:, :, None]
+    row_w1 = row_w1[:, :, None]
+
+    def one(part):
+        across = col_w0 * part[:, :, :-1] + col_w1 * part[:, :, 1:]
+        return row_w0 * across[:, :-1] + row_w1 * across[:, 1:]
+
+    return [one(part) for part in parts]
+
+
+def row_share(moved, row_parts, weights):
+    """What window row m, (b, c) `moved` (-1 for none), holding
+    `row_parts` (the real parts of (b, c, N+1) rows), adds to the blend:
+    it lands on patch rows m-1 (weight row_w1) and m (row_w0), blended
+    along the row like any other.
+
+    Returns (lands, weight, rows): (b, N, c) bool and real, and the blended
+    row's real parts, (b, N, c) each."""
+    row_w0, row_w1, col_w0, col_w1 = weights
+    steps = ops.arange(ops.shape(row_w0)[1], dtype="int32")[None, :, None]
+    moved = moved[:, None, :]
+    first, second = steps == moved, steps == moved - 1
+    zeros = ops.zeros_like(row_w0)
+    weight = ops.where(first, row_w0, zeros) + ops.where(second, row_w1, zeros)
+    rows = [
+        col_w0 * ops.transpose(part[..., :-1], (0, 2, 1))
+        + col_w1 * ops.transpose(part[..., 1:], (0, 2, 1))
+        for part in row_parts
+    ]
+    return ops.logical_or(first, second), weight, rows
+
+
+def spread_operands(weights, pairs):
+    """What `spread` reads, to be materialised behind a fusion boundary
+    (fused into the loops over window entries, XLA would recompute the
+    weights for every entry).
+
+    Args:
+        weights: from `weights`.
+        pairs: (b, c, N, N, q) the patches' real parts side by side,
+            groups first.
+
+    Returns:
+        (row_w0, row_w1, col_w0, col_w1, padded): the weights as
+        (b, c, N+1) zero-padded so that entry n is the weight of window
+        entry n as the first neighbour of patch entry n (w0) or the second
+        of patch entry n-1 (w1); and the pairs padded by one zero all
+        round, (b, c, N+2, N+2, q).
+    """
+    padded_weights = [
+        padded_along(ops.transpose(w, (0, 2, 1)), -1, before, after)
+        for w, before, after in zip(weights, (0, 1, 0, 1), (1, 0, 1, 0))
+    ]
+    # A row axis for the rows' weights, a column axis for the columns'.
+    padded_weights = [w[..., None] for w in padded_weights[:2]] + [
+        w[..., None, :] for w in padded_weights[2:]
+    ]
+    padded = padded_along(padded_along(pairs, -3, 1, 1), -2, 1, 1)
+    return (*padded_weights, padded)
+
+
+def spread(row_w0, row_w1, col_w0, col_w1, padded):
+    """The adjoint of the blend, on `spread_operands`' real values, groups
+    first: (b, c, N+1, N+1, q), what each window entry receives, summed
+    over the patch entries that read it. Window entry (p, q) is read by
+    patch entries (p or p-1, q or q-1): with the values and the weights
+    padded by zeros, one elementwise expression (one loop under XLA)."""
+    row_w0, row_w1, col_w0, col_w1 = (
+        w[..., None] for w in (row_w0, row_w1, col_w0, col_w1)
+    )
+    size = ops.shape(padded)[-2] - 1
+
+    def at(row, col):
+        # padded[p + row, q + col] for every window entry (p, q).
+        return padded[:, :, row:row + size, col:col + size]
+
+    same_row = col_w0 * at(1, 1) + col_w1 * at(1, 0)
+    row_above = col_w0 * at(0, 1) + col_w1 * at(0, 0)
+    return row_w0 * same_row + row_w1 * row_above
+
+
+def derivative(window_parts, upstream_parts, geometry):
+    """Per patch, the sum of the upstream values times the derivative of
+    the blend with respect to x and y: the blend with -inside[n] and
+    inside[n+1] in place of the weights along that axis.
+
+    Args:
+        window_parts, upstream_parts: lists of (b, N+1, N+1, c) and
+            (b, N, N, c) real parts.
+        geometry: `geometry.window_geometry`'s dict.
+
+    Returns:
+        (d_x, d_y), (b, c) each.
+    """
+    # d w0 / d f = -inside[n], d w1 / d f = inside[n + 1].
+    col_d = (-geometry["col_inside"][:, :-1], geometry["col_inside"][:, 1:])
+    row_d = (-geometry["row_inside"][:, :-1], geometry["row_inside"][:, 1:])
+    row_w, col_w = geometry["weights"][:2], geometry["weights"][2:]
+    d_x = 0
+    d_y = 0
+    for part, values in zip(upstream_parts, window_parts):
+        (by_x,) = blend([values], (*row_w, *col_d))
+        (by_y,) = blend([values], (*row_d, *col_w))
+        d_x = d_x + ops.sum(part * by_x, axis=(1, 2))
+        d_y = d_y + ops.sum(part * by_y, axis=(1, 2))
+    return d_x, d_y

@@ -1,0 +1,184 @@
+"""Extraction on XLA: every patch's window gathered at once and blended by
+the kernel.
+
+O(K*N^2) work and memory for K patches, whatever the object's size. The
+patches of a group stay on the last axis throughout, so the blend writes
+the output layout directly. The windows are read so that XLA fuses the
+gather into the blend, with no buffer of windows (`windows.reader`: from
+a padded copy of a small object, or from the object itself); otherwise,
+into a buffer, a large batch is done in a few pieces so that the
+gathered windows never take more memory than 3/4 of the output.
+
+Shapes: `images` (Bi, H, W), Bi being 1 (one object shared by every row of
+offsets) or B; `x`, `y` (B, c) sanitized offsets; the result (B, N, N, c).
+"""
+
+from keras.backend import standardize_dtype
+
+from ptycho_layers import backends
+from ptycho_layers.backends import keras_ops as ops
+from ptycho_layers.operators import COMPLEX
+from ptycho_layers.operators import nan_where_not_finite
+from ptycho_layers.xla import geometry
+from ptycho_layers.xla import windows
+
+__all__ = ["extract", "batch_pieces"]
+
+
+def _blend(kernel, window, weights, dtype, moved=None):
+    """Windows (b, S, S, c) in the images' `dtype` -> patches (b, N, N, c)
+    in it. Complex windows are blended as their real and imaginary parts:
+    real weights times complex values would cost a complex product each.
+    `moved`: None, or the moved rows' share (the kernel's `row_share`),
+    added where it lands."""
+    parts = kernel.blend(geometry.real_parts(window, dtype, weights[0].dtype), weights)
+    if moved is not None:
+        lands, weight, rows = moved
+        lands, weight = lands[:, :, None, :], weight[:, :, None, :]
+        parts = [
+            part + backends.current().where(lands, weight * row[:, None], ops.zeros_like(part))
+            for part, row in zip(parts, rows)
+        ]
+    if dtype in COMPLEX:
+        return backends.current().complex(*parts)
+    return ops.cast(parts[0], dtype)
+
+
+def batch_pieces(batch, groups, patch_size, size, share=0.75):
+    """Split the batch into pieces whose windows of side `size` stay small.
+
+    The S^2 windows of all patches together are larger than the output
+    itself; gathering and blending part of the batch at a time keeps a
+    piece's windows under `share` of all the patches, and so the working
+    memory beyond the output under about `share` of it. Only for a static
+    batch on a backend that writes each piece into the output in place
+    (XLA); elsewhere every intermediate is materialised anyway.
+
+    Returns:
+        [(start, stop), ...] static row ranges covering the batch, or
+        [(0, None)] for the whole batch in one piece.
+    """
+    if (
+        not backends.current().SPLITS_BATCH
+        or not isinstance(batch, int)
+        or not isinstance(groups, int)
+        or batch < 2
+    ):
+        return [(0, None)]
+    window_to_output = size**2 / patch_size**2
+    # Pieces as large as the bound allows: the first is blended straight
+    # into the output with its zero padding (a loop XLA runs on every
+    # core), later ones are written in place by a single-threaded update.
+    step = max(1, int(batch * share / window_to_output))
+    if step >= batch:
+        return [(0, None)]
+    return [(start, min(start + step, batch)) for start in range(0, batch, step)]
+
+
+def _windows_and_weights(kernel, images, image_index, x, y, finite, patch_size, predicate, reader):
+    """Each patch's window and blend weights.
+
+    Args:
+        kernel: the kernel's module.
+        images: (Bi, H, W); image_index: (b,) int32.
+        x, y: (b, c) sanitized offsets in the coordinate dtype; finite:
+            (b, c) bool.
+        predicate: a scalar bool computed from the data.
+        reader: how the windows are read (see `windows.reader`).
+
+    Returns:
+        (window, weights, moved): the (b, S, S, c) windows, the kernel's
+        weights, and None or the moved rows' share of the blend.
+
+    The weights, and where the windows lie, are computed behind a fusion
+    boundary: fused into the blend, XLA would recompute them from the
+    offsets for every output value. The gathered windows are materialised
+    there too. The padded table's and the fused runs are not: XLA fuses
+    their gather into the blend, with no buffer of windows.
+    """
+    _, height, width = ops.shape(images)
+    coord = standardize_dtype(x.dtype)
+    dtype = standardize_dtype(images.dtype)
+    size = kernel.window_size(patch_size)
+
+    def compute():
+        where = geometry.window_geometry(
+            x, y, height, width, patch_size, kernel, coord, finite
+        )
+        weights = where["weights"]
+        reads = windows.window_reads(images, image_index, where, size, reader)
+        if reader == "fused":
+            moved, edge_rows = reads[3:]
+            share = kernel.row_share(
+                moved, geometry.real_parts(edge_rows, dtype, coord), weights
+            )
+            return weights, reads[:3], share
+        return weights, reads, None
+
+    weights, reads, moved = backends.current().fusion_boundary(compute, predicate)
+    return windows.read_windows(images, reads, reader, size), weights, moved
+
+
+def extract(images, image_index, x, y, finite, patch_size, kernel):
+    """Extract all patches at once by a windowed gather and the kernel's
+    blend (`operators.extract_patches_batched` sanitizes the offsets).
+
+    Differentiable by autodiff on JAX. On TensorFlow it is meant to run
+    XLA-compiled with its written-out gradients attached
+    (`backends.tensorflow.differentiable`): TensorFlow cannot
+    differentiate its conditionals under XLA.
+
+    Args:
+        images: (Bi, H, W), real or complex; image_index: (B,) int32.
+        x, y: (B, c) sanitized offsets; finite: (B, c) bool.
+        patch_size: N, a positive Python int.
+        kernel: the kernel's module.
+
+    Returns:
+        (B, N, N, c) in the images' dtype; NaN patches where an offset is
+        not finite.
+    """
+    dtype = standardize_dtype(images.dtype)
+    batch, groups = ops.shape(x)
+    size = kernel.window_size(patch_size)
+    # Any data-dependent predicate serves the fusion boundaries.
+    predicate = ops.all(finite)
+
+    output = None
+    how = windows.reader(images, batch, groups, patch_size, kernel)
+    # No buffer of windows but the gathered one: otherwise one piece.
+    pieces = batch_pieces(batch, groups, patch_size, size) if how == "gathered" else [(0, None)]
+    for start, stop in pieces:
+        part = slice(start, stop)
+
+        def piece(part=part):
+            window, weights, moved = _windows_and_weights(
+                kernel, images, image_index[part], x[part], y[part], finite[part],
+                patch_size, predicate, how,
+            )
+            return nan_where_not_finite(
+                _blend(kernel, window, weights, dtype, moved), finite[part]
+            )
+
+        if stop is None:
+            if how != "fused":
+                return piece()
+            # Read from the object's own runs, the patches are written out
+            # behind a fusion boundary: XLA would fuse what the caller does
+            # with them into this masked loop, which then runs
+            # unvectorized (several times slower than apart). From the
+            # padded table, cheap work fuses well, so it is left to XLA.
+            return backends.current().fusion_boundary(piece, predicate)
+        patches = piece()
+        if output is None:
+            # The first piece, blended straight into the zero-padded output.
+            output = ops.pad(
+                patches, [[0, batch - stop], [0, 0], [0, 0], [0, 0]]
+            )
+        else:
+            # In place under XLA.
+            output = ops.slice_update(output, (start, 0, 0, 0), patches)
+        # The next piece's gather waits for this piece's result, so only one
+        # piece's windows are alive at a time.
+        predicate = ops.all(ops.isfinite(ops.real(output[stop - 1, 0, 0, :1])))
+    return output

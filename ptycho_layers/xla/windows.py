@@ -1,0 +1,100 @@
+"""How the kernels read each patch's S x S window: which reader, what it
+reads, and the windows themselves.
+
+- "padded": runs of `padded_table` (the object small beside the
+  patches), no masks;
+- "fused": runs of the object itself (`runs.take_fused`), masked, the one
+  row per window that XLA would move left out and added to the blend
+  apart (the kernel's `row_share`);
+- "gathered": the windows gathered into a buffer (`runs.gather_windows`,
+  or the element gather where there is no run gather or the object is
+  narrower than a window).
+
+The first two are fused by XLA into the kernel's blend, with no buffer of
+windows. Shapes: `images` (Bi, H, W); `image_index` (b,) int32; windows
+(b, S, S, c), groups last.
+"""
+
+from ptycho_layers import backends
+from ptycho_layers.backends import keras_ops as ops
+from ptycho_layers.xla import geometry
+from ptycho_layers.xla import padded_table
+from ptycho_layers.xla import runs
+
+__all__ = ["reader", "window_reads", "read_windows", "gathered_windows"]
+
+
+def gathered_windows(images, image_index, geometry_, size):
+    """The neighbourhood gather in the layout it comes in.
+
+    Args:
+        images: (Bi, H, W); image_index: (b,) int32; geometry_: from
+            `geometry.window_geometry`; size: S.
+
+    Returns:
+        Groups first, (b, c, S, S), from the run gather where the
+        backend has one (`runs.available`; best transposed where the blend
+        reads it, so the transpose fuses into the blend); else groups last,
+        (b, S, S, c), from the element gather every backend has.
+    """
+    _, height, width = ops.shape(images)
+    if runs.available(width, size):
+        return runs.gather_windows(
+            images, image_index, geometry_["x_start"], geometry_["y_start"], size
+        )
+    positions = geometry.flat_positions(
+        image_index, geometry_["rows"], geometry_["cols"], height, width
+    )
+    # Entries read at clamped indices get zero weight in the blend.
+    return backends.current().take(ops.reshape(images, (-1,)), positions)
+
+
+def reader(images, batch, groups, patch_size, kernel):
+    """How extraction reads its windows, on this backend, for `images`
+    (Bi, H, W) and (B, c) offsets of patches of `patch_size` and `kernel`:
+    "padded", from `padded_table` (the object small beside the patches);
+    "fused", runs of the object itself fused into the blend, the moved
+    rows added apart (the kernel's `row_share`); or "gathered", into a
+    buffer of windows (`gathered_windows`), where there is no run gather
+    or the object is narrower than a window."""
+    _, _, width = ops.shape(images)
+    size = kernel.window_size(patch_size)
+    if padded_table.fits(ops.shape(images), batch, groups, patch_size, size):
+        return "padded"
+    if runs.available(width, size):
+        return "fused"
+    return "gathered"
+
+
+def window_reads(images, image_index, geometry_, size, how):
+    """What `read_windows` reads for `how` (see `reader`), to be
+    materialised behind a fusion boundary: the padded table (Bi, L) and
+    the runs' starts (b, c, S, 2); `runs.fused_reads`, O(K S); or the
+    windows themselves, gathered."""
+    _, height, width = ops.shape(images)
+    x_start, y_start = geometry_["x_start"], geometry_["y_start"]
+    if how == "padded":
+        return (
+            padded_table.table(images, size),
+            padded_table.starts(image_index, x_start, y_start, size, height, width),
+        )
+    if how == "fused":
+        return runs.fused_reads(images, image_index, x_start, y_start, size)
+    return (gathered_windows(images, image_index, geometry_, size),)
+
+
+def read_windows(images, reads, how, size):
+    """The windows (b, S, S, c), groups last, from `window_reads`' `reads`,
+    outside the boundary, so that XLA fuses the gather and the transpose
+    into what reads them (for "fused", the moved rows are zeros: the
+    kernel's `row_share` adds them)."""
+    if how == "padded":
+        window = backends.current().take_runs(*reads, size)
+    elif how == "fused":
+        window = runs.take_fused(images, *reads[:3], size)
+    else:
+        window = reads[0]
+        if not runs.available(ops.shape(images)[2], size):
+            return window  # the element gather's, groups last already
+    return ops.transpose(window, (0, 2, 3, 1))
+
