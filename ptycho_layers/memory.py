@@ -2,21 +2,15 @@
 glibc's allocator (Linux).
 
 glibc's `malloc` serves a large allocation with a fresh `mmap` and hands
-it back to the system when it is freed; its threshold for that adapts
-upwards, but never past 32 MiB. So every buffer of 32 MiB or more is new
-memory, and its every page faults on first write. For the default
-benchmark case under JAX on the CPU, whose runtime allocates each output
-with `malloc`, the faults are most of a call's time when they happen
-(`python -m benchmarks --backend jax --reuse-freed-memory` measures it;
-docs/performance.md has the figures). TensorFlow pools its buffers
-itself, and PyTorch's kernels here take their outputs from a pool of
-their own (`ptycho_layers.torch.buffers`), so neither needs this.
+it back to the system when freed; its threshold for that adapts upwards,
+never past 32 MiB. So every page of each such buffer faults on first
+write: under JAX on the CPU, whose runtime allocates each output with
+`malloc`, a large share of a call (docs/performance.md). TensorFlow pools
+its buffers, and PyTorch's kernels here theirs (`torch.buffers`).
 
-The cost is memory: what the process frees stays with it, for its next
-allocations, rather than going back to the system. The same settings can
-be made for a whole process before it starts, with glibc's environment
-variables (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`,
-`MALLOC_ARENA_MAX`).
+The cost is memory: what the process frees stays with it. glibc's
+environment variables (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`,
+`MALLOC_ARENA_MAX`) make the same settings for a whole process.
 """
 
 import ctypes
@@ -79,12 +73,11 @@ def reuse_freed_memory(limit=2**30):
         return False
     limit = int(limit)
     trim = min(4 * limit, _INT_MAX)
-    # The trim threshold first: a lower mmap threshold alone would put
-    # freed buffers on the heap only for a trim to hand them back. One
-    # arena: a thread's own arena grows in heaps of at most 64 MiB, mapped
-    # and unmapped as they fill and empty, and maps anything larger afresh
-    # whatever the threshold (XLA's worker threads allocate its
-    # temporaries, whose pages then fault at every call).
+    # The trim threshold first: a lower mmap threshold alone would put freed
+    # buffers on the heap only for a trim to hand them back. One arena: a
+    # thread's own arena grows in heaps of at most 64 MiB, mapped and
+    # unmapped as they fill and empty, and maps anything larger afresh
+    # (XLA's worker threads allocate its temporaries).
     settings = ((_M_TRIM_THRESHOLD, trim), (_M_MMAP_THRESHOLD, limit), (_M_ARENA_MAX, 1))
     if not all(mallopt(*setting) for setting in settings):
         return False

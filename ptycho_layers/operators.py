@@ -1,30 +1,15 @@
 """The operator pair, written once for every implementation and kernel.
 
 An operator is an integer window gather (extraction) or scatter-add
-(placement) composed with an interpolation kernel that maps a window to a
-patch (and, for placement, a patch back to its window). What is common to
-every implementation and kernel lives here: offsets made safe to index
-with, which object each row reads, the non-finite mask, the choice of
-implementation, and the gradients' wiring (each operator is the other's
-gradient with respect to its values; the offsets' gradient is the
-kernel's derivative).
+(placement) composed with an interpolation kernel. Common to all of them,
+here: offsets made safe to index with, the non-finite mask, which object
+each row reads, the implementation chosen, and the gradients' wiring
+(each operator the other's gradient with respect to its values, the
+kernel's derivative the offsets').
 
-Each implementation is a package offering, for sanitized offsets and a
-kernel's module (from its `KERNELS`, by name),
-
-- `extract(images, image_index, x, y, finite, patch_size, kernel)`:
-  images (Bi, H, W) -> patches (b, N, N, c), NaN where not `finite`;
-- `place(patches, image_index, x, y, finite, image_shape, kernel)`:
-  patches (b, N, N, c) -> objects `image_shape` (Bi, H, W), a patch whose
-  offset is not finite adding nothing;
-- `offsets_gradient(images, image_index, x, y, finite, upstream, kernel)`:
-  d loss / d offsets, (b, c, 2) in the coordinate dtype;
-- `KERNELS`: its kernels' modules by name;
-
-where image_index is (b,) int32, x, y (b, c) in the coordinate dtype and
-finite (b, c) bool. `ptycho_layers.xla` serves TensorFlow and JAX,
-`ptycho_layers.torch` PyTorch (each backend names its own, as
-`IMPLEMENTATION`).
+Each implementation (`ptycho_layers.xla`, `ptycho_layers.torch`, named by
+the backend's `IMPLEMENTATION`) offers `extract`, `place`,
+`offsets_gradient` and `KERNELS`: the contract in docs/architecture.md.
 
 Shapes: images (Bi, H, W), Bi being 1 (one object for every row of
 offsets) or B; offsets (B, c, 2) [x, y]; patches (B, N, N, c).
@@ -70,21 +55,12 @@ def coordinate_dtype(image_dtype):
 
 
 def sanitize_offsets(offsets, height, width, patch_size, dtype):
-    """Split offsets into x and y, made safe to turn into indices.
-
-    Args:
-        offsets: (B, c, 2) [x, y], any real or integer dtype.
-        height, width: the object's size (ints or scalar tensors).
-        patch_size: N.
-        dtype: the coordinate dtype.
-
-    Returns:
-        (x, y, finite): x and y (B, c) in `dtype`, with non-finite values
-        replaced by 0 and values clipped to a range beyond which a patch is
-        wholly outside the object anyway (so the integer cast cannot
-        overflow and the result is unchanged); `finite` (B, c) bool marks
-        the offsets that were finite.
-    """
+    """`offsets` (B, c, 2) [x, y], any real or integer dtype, as (x, y,
+    finite): x, y (B, c) in the coordinate `dtype`, safe to turn into
+    indices (non-finite values replaced by 0, values clipped to a range
+    beyond which a patch of `patch_size` is wholly outside an object of
+    `height`, `width` anyway: no overflow, same result); `finite` (B, c)
+    bool, which offsets were finite."""
     offsets = ops.cast(offsets, dtype)
     x = offsets[..., 0]
     y = offsets[..., 1]
@@ -109,15 +85,8 @@ def image_indices(batch, num_images):
 
 
 def nan_where_not_finite(values, finite):
-    """Replace whole patches whose offset was not finite by NaN.
-
-    Args:
-        values: (B, N, N, c) patches; finite: (B, c) bool.
-
-    Returns:
-        (B, N, N, c), NaN (NaN + NaN*i when complex) for every patch whose
-        offset was not finite.
-    """
+    """Patches `values` (B, N, N, c), those whose offset was not `finite`
+    (B, c) bool replaced by NaN (NaN + NaN*i when complex)."""
     # Adding 0 or NaN, rather than `ops.where`, which on the TensorFlow
     # backend turns complex128 into complex64 (losing precision).
     nan = ops.where(finite, 0.0, float("nan"))[:, None, None, :]
@@ -156,20 +125,10 @@ def _sanitized(values, offsets, shape, patch_size):
 
 
 def extract_patches_batched(images, offsets, patch_size, kernel="bilinear"):
-    """Extract all patches at once: each patch's window gathered and
-    interpolated by `kernel`.
-
-    Args:
-        images: (Bi, H, W), real or complex; Bi is 1 or B.
-        offsets: (B, c, 2), [x, y] in object pixels.
-        patch_size: N, a positive Python int.
-        kernel: one of `KERNELS`.
-
-    Returns:
-        (B, N, N, c) in the images' dtype (for float16/bfloat16 images the
-        interpolation runs in float32 and the result is cast back); NaN
-        patches where an offset is not finite.
-    """
+    """Patches (B, N, N, c) of `images` (Bi, H, W) at `offsets` (B, c, 2),
+    by the current implementation and `kernel` (one of `KERNELS`): in the
+    images' dtype (float16/bfloat16 interpolated in float32), NaN where an
+    offset is not finite."""
     images = ops.convert_to_tensor(images)
     offsets = ops.convert_to_tensor(offsets)
     x, y, finite, image_index = _sanitized(images, offsets, ops.shape(images), patch_size)
@@ -180,21 +139,11 @@ def extract_patches_batched(images, offsets, patch_size, kernel="bilinear"):
 
 
 def place_patches_batched(patches, offsets, image_shape, kernel="bilinear"):
-    """Add every patch into its object: the adjoint of
-    `extract_patches_batched`.
-
-    Args:
-        patches: (B, N, N, c), real or complex.
-        offsets: (B, c, 2), [x, y] in object pixels.
-        image_shape: (Bi, H, W) static ints, Bi being 1 (every row's
-            patches into one object) or B (row b's patches into object b).
-        kernel: one of `KERNELS`.
-
-    Returns:
-        (Bi, H, W) in the patches' dtype. A patch whose offset is not
-        finite adds nothing (whatever its values, NaN included); what
-        falls outside the object is dropped.
-    """
+    """The adjoint of `extract_patches_batched`: `patches` (B, N, N, c) at
+    `offsets` (B, c, 2) added into objects of static `image_shape`
+    (Bi, H, W), Bi being 1 (every row into one object) or B (row b into
+    object b); what falls outside is dropped, and a patch whose offset is
+    not finite adds nothing, whatever its values."""
     patches = ops.convert_to_tensor(patches)
     offsets = ops.convert_to_tensor(offsets)
     patch_size = ops.shape(patches)[1]
@@ -206,19 +155,11 @@ def place_patches_batched(patches, offsets, image_shape, kernel="bilinear"):
 
 
 def offsets_gradient(images, offsets, upstream, kernel="bilinear"):
-    """d loss / d offsets of `extract_patches_batched`.
-
-    Args:
-        images: (Bi, H, W), offsets: (B, c, 2), as for the forward pass.
-        upstream: (B, N, N, c), d loss / d patches (for complex values
-            TensorFlow's convention, dL/d re + i dL/d im).
-        kernel: one of `KERNELS`.
-
-    Returns:
-        (B, c, 2) in the offsets' dtype (the coordinate dtype for integer
-        offsets): for complex values, the real part of upstream times the
-        conjugate derivative; zero for non-finite offsets.
-    """
+    """d loss / d offsets (B, c, 2) of `extract_patches_batched`, from
+    `upstream` (B, N, N, c), d loss / d patches (for complex values
+    TensorFlow's convention, dL/d re + i dL/d im): in the offsets' dtype
+    (the coordinate dtype for integer offsets), zero for non-finite
+    offsets."""
     images = ops.convert_to_tensor(images)
     offsets = ops.convert_to_tensor(offsets)
     upstream = ops.convert_to_tensor(upstream)

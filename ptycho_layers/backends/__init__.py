@@ -1,35 +1,13 @@
 """Everything specific to one Keras backend, one module per backend.
 
-Each module offers the same small set of functions and constants (the
-contract in `docs/architecture.md`), which the implementations
-(`ptycho_layers.xla`, `ptycho_layers.torch`) and the operators call
-through `current()`; nothing outside them names a backend:
+Each module offers the same functions and constants (the contract in
+`docs/architecture.md`), which the implementations and the operators call
+through `current()`; nothing outside them names a backend.
 
-- `IMPLEMENTATION`: the package that runs the operators on this backend,
-  "xla" (`ptycho_layers.xla`) or "torch" (`ptycho_layers.torch`).
-- `complex(real, imag)`: real + i*imag, complex64 or complex128 as the
-  parts are float32 or float64.
-- `where(condition, x, y)`: elementwise select that keeps complex128.
-- `take(flat, positions)`: the element gather, flat (L,) at int32
-  positions (...) -> (...).
-- `add_at(values, positions, size)`: the element scatter-add, zeros (size,)
-  with values (M,) added at int32 positions (M,).
-- `take_runs(table, starts, size)` and `add_runs(table, starts, runs)`:
-  XLA's gather and scatter-add of contiguous runs of a 2-D table (see
-  `ptycho_layers.xla.runs`), or None where the backend has no such
-  primitive.
-- `fusion_boundary(fn, predicate)`: `fn()` where a compiler cannot fuse it
-  with what reads it, or plainly `fn()`.
-- `SPLITS_BATCH`: whether taking a large batch in pieces saves memory
-  (XLA writes each piece into the output in place).
-- `differentiable(forward, gradients, ordered)`: the backend's compiled,
-  differentiable form of a two-argument operator (see
-  `operators.extraction`).
-
-The code in `keras.ops` calls it through `keras_ops`, which is `keras.ops`
-itself except inside `graph_scope_for`: there (TensorFlow tensors under
-JAX or PyTorch, as in `tf.data.Dataset.map`) both `keras_ops` and
-`current()` give TensorFlow's implementations.
+The `keras.ops` code calls `keras.ops` through `keras_ops`, which is
+`keras.ops` itself except inside `graph_scope_for`: there (TensorFlow
+tensors under JAX or PyTorch, as in `tf.data.Dataset.map`) both
+`keras_ops` and `current()` give TensorFlow's implementations.
 """
 
 import contextlib
@@ -116,8 +94,7 @@ def graph_scope_for(inputs):
 class _KerasOps:
     """`keras.ops`, or, inside `graph_scope_for`, Keras's TensorFlow
     implementations of the same functions, which take TensorFlow tensors
-    under any backend. The `keras.ops` code of the package calls `keras.ops`
-    through this."""
+    under any backend."""
 
     def __getattr__(self, op):
         if _SCOPE.tensorflow_graph:

@@ -1,17 +1,8 @@
-"""The JAX backend: XLA's run gather and scatter, kernels under `jax.jit`
-with their written-out gradients (checked against JAX's own autodiff of
-the kernels in the tests).
-
-On CPU the compiled kernels are TensorFlow's XLA programs, op for op (the
-same gathers, fusions and in-place piece updates after optimisation), and
-as fast where the output's memory is reused. By default the JAX runtime
-takes each output buffer over 32 MiB (glibc's largest mmap threshold)
-fresh from the system at every call, and every page of it faults on first
-write: that, not the kernel, is most of a call's time there,
-`jnp.array(copy=True)` included; TensorFlow's allocator pools such
-buffers. Which allocator a process uses is its owner's choice, so it is
-not set here; `ptycho_layers.memory`'s `reuse_freed_memory()` changes it
-at run time, on request.
+"""The JAX backend: XLA's run gather and scatter, operators under `jax.jit`
+with their written-out gradients (checked against JAX's autodiff in the
+tests). The JAX runtime takes large outputs fresh from the system at every
+call; `ptycho_layers.memory` changes that, on request only (a process's
+allocator is its owner's choice).
 """
 
 import jax
@@ -115,28 +106,22 @@ def _after(offsets, finished):
 
 
 def differentiable(forward, gradients, ordered=True):
-    """`forward(x, offsets)` under `jax.jit`, with the written-out gradients.
+    """`forward(x, offsets)` under `jax.jit` (one XLA program, the caller
+    eager or traced), with the written-out `gradients` (JAX's own transpose
+    of a kernel in pieces behind conditionals is far slower), in
+    TensorFlow's convention for complex values: JAX's cotangent is its
+    conjugate, which the object's gradient (linear, real weights) passes
+    through and the offsets' gradient takes conjugated.
 
-    One XLA program whether the caller is eager or traced (op by op, JAX
-    would run each of the kernel's dozens of operations separately). The
-    gradients are the written-out ones, as on TensorFlow: JAX's own
-    transpose of a kernel taken in pieces behind conditionals was an order
-    of magnitude slower than the forward pass. `gradients` follow TensorFlow's convention
-    for complex values; JAX's cotangent is its conjugate, which the
-    object's gradient (linear, real weights) passes through unchanged and
-    the offsets' gradient takes conjugated.
-
-    Under `jax.jit` of a whole training step the forward and backward
-    passes are one XLA program, and where the loss is linear in the result
-    the backward pass does not depend on the forward one: XLA may
-    interleave their batch pieces, and their working memory adds up.
-    `ordered`: the backward pass reads the offsets through the last value
-    of the forward's result (`_after`), so that it starts once the forward
-    pass is done, as on TensorFlow: for placement, whose object is
-    materialised anyway, that saves working memory at no cost in time.
-    Extraction is not ordered: its patches are fused into what reads them,
-    and reading one of them too made XLA materialise the windows (twice
-    the temporaries, and a slower step).
+    Under `jax.jit` of a training step both passes are one program, and
+    where the loss is linear in the result the backward pass does not
+    depend on the forward one: XLA may interleave their pieces, adding up
+    their working memory. `ordered`: the backward pass reads the offsets
+    through the forward result's last value (`_after`), so it starts once
+    the forward pass is done (for placement, whose object is materialised
+    anyway, less memory at no cost). Extraction is not ordered: its patches
+    are fused into what reads them, and reading one made XLA materialise
+    the windows.
     """
     d_x, d_offsets = gradients
 

@@ -1,12 +1,7 @@
-"""The TensorFlow backend: XLA's run gather and scatter, and the kernels
-compiled by XLA with their written-out gradients.
-
-On TensorFlow the vectorized kernels run 5-10x faster compiled by XLA than
-op by op (eager or in a plain graph), and Keras does not compile on CPU
-unless asked; TensorFlow also cannot differentiate the kernels'
-conditionals under XLA. So each operator's forward pass and its two
-gradients run as XLA-compiled functions, tied together by a custom gradient
-outside them (`differentiable`).
+"""The TensorFlow backend: XLA's run gather and scatter, and the operators
+XLA-compiled with their written-out gradients (`differentiable`): op by op
+the kernels are far slower, Keras does not compile on CPU unless asked,
+and TensorFlow cannot differentiate the kernels' conditionals under XLA.
 """
 
 import contextlib
@@ -154,26 +149,18 @@ def fusion_boundary(fn, predicate):
 
 
 def differentiable(forward, gradients, ordered=True):
-    """`forward(x, offsets)`, XLA-compiled, with the written-out gradients.
+    """`forward(x, offsets)` -> y, pure `keras.ops` code, XLA-compiled, with
+    the written-out `gradients` (d_x, d_offsets), each (x, offsets,
+    upstream) -> the gradient with respect to its argument, upstream being
+    d loss / d y (for complex values TensorFlow's convention, dL/d re +
+    i dL/d im). `ordered` is JAX's: here the passes are separate XLA
+    functions, run one after the other.
 
-    Args:
-        forward: (x, offsets) -> y, pure `keras.ops` code.
-        gradients: (d_x, d_offsets), each (x, offsets, upstream) -> the
-            gradient with respect to its argument, upstream being d loss /
-            d y (for complex values TensorFlow's convention, dL/d re +
-            i dL/d im).
-        ordered: JAX's (see `backends.jax.differentiable`); here the
-            forward and backward passes are separate XLA functions, run
-            one after the other.
-
-    Each of the three is an XLA function, compiled for each new input shape
-    and cached (inlined under an enclosing `jit_compile=True`). The custom
-    gradient sits outside them, so in a graph a gradient nobody asks for
-    (say, with respect to constant offsets) is pruned instead of computed.
-
-    Traced for an ONNX export (`onnx_export.exporting()`), `forward` runs
-    uncompiled as ONNX-convertible operations instead (`_portable`); no
-    converter reads an XLA function.
+    Each of the three is compiled per input shape and cached (inlined under
+    an enclosing `jit_compile=True`). The custom gradient sits outside
+    them, so in a graph a gradient nobody asks for is pruned. Traced for an
+    ONNX export, `forward` runs uncompiled as ONNX-convertible operations
+    (`_portable`): no converter reads an XLA function.
     """
     plain = forward
     forward = tf.function(forward, jit_compile=True)

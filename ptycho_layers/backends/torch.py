@@ -1,11 +1,6 @@
 """The PyTorch backend: the primitives and the autograd wiring; the
-operators themselves are PyTorch's own implementation
-(`ptycho_layers.torch`).
-
-PyTorch has no gather of contiguous runs (`take_runs = add_runs = None`),
-nothing is fused across a boundary (`fusion_boundary` is a plain call),
-and the batch is never split for memory (`SPLITS_BATCH = False`): every
-intermediate is materialised op by op anyway.
+operators are PyTorch's own implementation (`ptycho_layers.torch`). No
+run gather, no fusion across a boundary, no batch split for memory.
 """
 
 import torch
@@ -98,13 +93,11 @@ class _Operator(torch.autograd.Function):
 
 
 def _laid_out_as(gradient, x):
-    """`gradient` contiguous, like `x`, where `x` is and it is not (the
-    patches' gradient, extraction's groups-first view), copied on the CPU
-    into a buffer from `ptycho_layers.torch.buffers`. Autograd would
-    otherwise copy it into x's layout itself (for a leaf's `.grad`; a
-    convolution's backward pass likewise), into a fresh buffer whose page
-    faults cost more than the copy. Elsewhere, and under `torch.compile`,
-    the gradient is left as it is."""
+    """`gradient` contiguous, like `x` (same shape), where `x` is and it is
+    not (extraction's groups-first patches), copied on the CPU into a
+    pooled buffer (`torch.buffers`): autograd would copy it into x's layout
+    itself, into a fresh buffer whose page faults cost more than the copy.
+    Elsewhere, and under `torch.compile`, left as it is."""
     if (
         gradient.is_contiguous()
         or not x.is_contiguous()
@@ -118,13 +111,10 @@ def _laid_out_as(gradient, x):
 
 
 def differentiable(forward, gradients, ordered=True):
-    """`forward(x, offsets)` with the written-out gradients, through a
-    `torch.autograd.Function`, as the XLA backends do. (`ordered` is
-    JAX's; autograd runs the backward pass after the forward one.)
-
-    `gradients` (d_x, d_offsets) follow TensorFlow's convention for complex
-    values, which is PyTorch's too. A gradient autograd does not need (say,
-    for offsets that do not require it) is not computed.
+    """`forward(x, offsets)` with the written-out `gradients` (d_x,
+    d_offsets), in TensorFlow's convention for complex values (PyTorch's
+    too), through a `torch.autograd.Function`; a gradient autograd does not
+    need is not computed. (`ordered` is JAX's: autograd runs them in order.)
     """
     d_x, d_offsets = gradients
 

@@ -1,30 +1,15 @@
 """The PyTorch implementation: the operators in PyTorch's own terms, in
-real pairs.
+real pairs (`torch.view_as_real`: inductor generates no code for complex
+tensors; viewing the result as complex is free).
 
-PyTorch has no gather of contiguous runs and none of XLA's tricks apply:
-nothing is fused across a boundary, and a conditional on data would only
-cost a device synchronisation and break graph capture
-(`torch.compile(fullgraph=True)`, `torch.export`). So:
-
-- Complex values travel as `torch.view_as_real` pairs (inductor generates
-  no code for complex tensors) and are viewed as complex at the end,
-  which is free.
-- On the CPU (`pieces`, `placement`) the batch goes a piece at a time,
-  written in place, with outputs from a pool of freed buffers
-  (`buffers`): op by op, every intermediate as large as the output would
-  cost as much in page faults as the arithmetic. `torch.compile` calls
-  these as custom operators.
-- On other devices (`windows`), whole windows of the object zero-padded,
-  gathered by one advanced indexing of an `as_strided` view and blended
-  in one expression that inductor fuses; placement adds the windows with
-  one scatter-add.
-- Patches are computed groups first, (b, c, N, N), the layout in which a
-  patch row is contiguous, and returned as the (B, N, N, c) view of it.
-
-The offsets' gradient is the XLA implementation's `keras.ops` code
-(`ptycho_layers.xla.gradient`), which reads the windows element by element
-here, with the kernel's XLA module: both kernels' modules define the same
-interpolation.
+No run gather, no fusion across a boundary, and no conditional on data (a
+device synchronisation, and it breaks `torch.compile(fullgraph=True)` and
+`torch.export`): on the CPU the batch a piece at a time (`pieces`,
+`placement`, outputs from `buffers`); elsewhere whole windows of the
+object zero-padded (`windows`). Patches are computed groups first,
+(b, c, N, N), in which a patch row is contiguous, and returned as the
+(B, N, N, c) view. The offsets' gradient is the XLA implementation's
+`keras.ops` code with the kernel's XLA module (the same interpolation).
 """
 
 from ptycho_layers import xla
@@ -36,6 +21,8 @@ __all__ = ["KERNELS", "extract", "place", "offsets_gradient"]
 
 
 def offsets_gradient(images, image_index, x, y, finite, upstream, kernel):
-    """`xla.offsets_gradient` with `kernel`'s XLA module."""
+    """`xla.offsets_gradient` with `kernel`'s XLA module: (b, c, 2) from
+    `images` (Bi, H, W), `image_index` (b,), sanitized `x`, `y` and
+    `finite` (b, c), and `upstream` (b, N, N, c)."""
     kernel = xla.KERNELS[kernel.NAME]
     return xla.offsets_gradient(images, image_index, x, y, finite, upstream, kernel)

@@ -5,18 +5,11 @@ top-left is (floor(y) - N//2, floor(x) - N//2); along each axis, patch
 entry n is (1 - f) w[n] + f w[n+1], f the offset's fraction (the windows
 come zero outside the object, so the weights need no mask).
 
-- `blend`: windows -> patches, the whole batch at once (one expression
-  for inductor, or op by op);
-- `piece_scratch`, `piece_views`, `blend_piece`: the same a piece of the
-  batch at a time into reused buffers, as two `lerp`s (`torch.pieces`);
-- `spread`: patches -> windows, the blend's adjoint, the whole batch;
-- `spread_buffers`, `spread_into`: the same into reused buffers
-  (`torch.placement`). Window rows are N+1 entries long in every buffer,
-  with the entries beyond a patch kept zero, so that each shift of the
-  spread (a column, a row) is a shift of one flat run per window and the
-  spread is one `lerp` per axis: edge entries handled as products of
-  their own took more time than the rest of the spread (their loops are
-  two values long).
+In `spread_buffers`' buffers, window rows are N+1 entries long, the
+entries beyond a patch kept zero, so that each shift of the spread is a
+shift of one flat run per window and the spread one `lerp` per axis
+(edge entries as products of their own, loops two values long, cost more
+than the rest of the spread).
 
 Shapes: windows (b, c, N+1, N+1, q) and patches or values (b, c, N, N, q)
 in real pairs (q = 2 for complex values, 1 for real ones); fx, fy
@@ -176,14 +169,10 @@ def _rows(staged, n):
 
 
 def spread_into(values, x1, y1, staged, across, windows):
-    """The adjoint of the blend (`_spread_fused`) of values
-    (b, c, N, N, q) with the second neighbours' weights x1, y1
-    (b, c, 1, 1, 1), into buffers from `spread_buffers`; returns the
-    windows, (b, c, N+1, N+1, q).
-
-    Window entry n receives (1 - w) v[n] + w v[n-1], v being zero beyond
-    the patch: columns, then rows.
-    """
+    """The blend's adjoint (`_spread_fused`) of values (b, c, N, N, q) with
+    the second neighbours' weights x1, y1 (b, c, 1, 1, 1), into buffers
+    from `spread_buffers`: windows (b, c, N+1, N+1, q), entry n receiving
+    (1 - w) v[n] + w v[n-1], v zero beyond the patch: columns, then rows."""
     b, c, n, _, q = values.shape
     size = n + 1
     # The patches copied in with each value's q parts as one element

@@ -1,12 +1,10 @@
 """Output buffers for PyTorch's operators on the CPU (`torch.pieces`,
 `torch.placement`), reused once freed.
 
-A fresh buffer as large as the default case's output (32 MB) costs more
-to fault in than the whole extraction takes, the more so on a virtual
-machine that hands freed memory back to its host. TensorFlow's allocator pools freed memory; PyTorch's
-CPU allocator does not. So the kernels' outputs come from here: NumPy
-arrays (NumPy asks the kernel for huge pages for large arrays), and when
-the last tensor viewing one is freed, its memory is kept for the next
+A fresh buffer as large as the output can cost more to fault in than the
+extraction, and PyTorch's CPU allocator does not pool freed memory. So
+outputs are NumPy arrays (NumPy asks for huge pages for large ones) whose
+memory, when the last tensor viewing one is freed, is kept for the next
 output of the same shape and dtype, within `POOL_BYTES`.
 """
 

@@ -3,18 +3,12 @@ batch a piece of about `PIECE_BYTES` of windows at a time, every result
 written in place. Extraction here, placement in `torch.placement`, with
 what they share.
 
-A fresh buffer as large as the output costs, in page faults, as much as
-the arithmetic: a piece's buffers are allocated once per call, reused,
-and stay in cache, and outputs come from `torch.buffers`. Extraction
-copies each window row whole (`index_select` of an `as_strided` view of
-every run of S pixels) and blends with the kernel's `blend_piece`;
-placement spreads a piece's patches (`spread_into`) and adds each window
-into a view of the sums, in batch order. Windows that are not wholly inside
-their object (at the edges) are handled one by one, clipped, unless so
-many of them are that reading them from, or adding them into, objects
-padded by S costs less (`EDGE_WINDOW_PIXELS`).
-`torch.compile` and `torch.export` call extraction as the custom
-operator `ptycho_layers::patches_in_pieces`.
+A fresh buffer as large as the output costs as much in page faults as the
+arithmetic: a piece's buffers are allocated once per call and reused, and
+outputs come from `torch.buffers`. Windows not wholly inside their object
+are handled one by one, clipped, unless so many are that padding the
+objects by S costs less (`EDGE_WINDOW_PIXELS`). `torch.compile` and
+`torch.export` call extraction as `ptycho_layers::patches_in_pieces`.
 
 Shapes: objects (Bi, H, W, q) in pairs (q = 2 for complex values, 1 for
 real ones); image, row, col (b, c) int64 window corners in the objects
@@ -38,15 +32,12 @@ __all__ = [
     "patches_op",
 ]
 
-# Windows per piece, in bytes: a piece's buffers stay in cache (the time
-# is flat from an eighth to twice this, and doubles at four times).
+# Windows per piece, in bytes: few enough that a piece's buffers stay in cache.
 PIECE_BYTES = 2**21
 
-# Extraction clips a window that is not wholly inside its object one by
-# one, at about the cost of padding this many pixels: with more such
-# windows than the object has pixels over this, it pads the object
-# instead. Placement likewise, against the pixels of the padded sums
-# (zeroed, and the objects cropped out of them).
+# Clipping a window not wholly inside its object costs about as much as
+# padding this many pixels: with more such windows than the object's (for
+# placement, the padded sums') pixels over this, the object is padded.
 EDGE_WINDOW_PIXELS = 10_000
 
 
@@ -64,21 +55,13 @@ def row_pieces(step, *tensors):
 
 
 def windows_in_objects(image, row, col, object_shape, size):
-    """Where each window lies in the objects themselves.
-
-    Args:
-        image, row, col: (b, c) int64 corners in the objects padded by
-            `size` (see `torch.windows._corners`).
-        object_shape: (Bi, H, W, q).
-
-    Returns:
-        (starts, inside, edges): starts (b, c) int64, the flat pixel index
-        of each window's first pixel where the window lies wholly inside
-        its object (inside, (b, c) bool), else 0; edges, a list of
-        [b, k, image, top, left] host ints for the other windows, in batch
-        order, with their first row and column in the object (negative or
-        past its end).
-    """
+    """Where each window lies in the objects of `object_shape` (Bi, H, W, q)
+    for corners `image`, `row`, `col` (b, c) int64 in them padded by `size`:
+    (starts, inside, edges), starts (b, c) int64 the flat index of each
+    window's first pixel where it lies wholly inside its object (inside,
+    (b, c) bool), else 0; edges, [b, k, image, top, left] host ints for the
+    other windows, in batch order, their first row and column in the
+    object (negative or past its end)."""
     _, height, width, _ = object_shape
     top, left = row - size, col - size
     inside = (top >= 0) & (top <= height - size) & (left >= 0) & (left <= width - size)
@@ -107,7 +90,7 @@ def _runs(objects, size):
     """(L, size * q): every run of `size` pixels of `objects` (Bi, H, W, q)
     contiguous, by its first pixel, or None if there is none; a window row
     inside an object is one of them, so `index_select` copies whole rows
-    (3.5x faster than indexing a view of the windows element by element)."""
+    (faster than indexing a view of the windows element by element)."""
     q = objects.shape[-1]
     count = objects.numel() // q - size + 1
     if count < 1:
@@ -116,26 +99,14 @@ def _runs(objects, size):
 
 
 def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size, kernel):
-    """`torch.windows.extract`, a piece of the batch at a time.
-
-    Windows wholly inside their object are gathered from it as runs; the
-    others (at or beyond an edge, or at non-finite offsets) are zeroed and
-    their overlap with the object copied in, one by one. The work is
-    O(K N^2) whatever the object's size, unless so many windows are at
-    the edges of so small an object that reading them all from a padded
-    copy of it costs less (`EDGE_WINDOW_PIXELS`).
-
-    Args:
-        pairs: (Bi, H, W, q) objects; image, row, col: (b, c) int64
-            corners in the objects padded by S.
-        fx, fy: (b, c, 1, 1, 1) the kernel's column and row fractions,
-            NaN in fy where the offset was not finite.
-        patch_size: N.
-        kernel: the kernel's module.
-
-    Returns:
-        (b, c, N, N, q) in the coordinate dtype.
-    """
+    """`torch.windows.extract`, a piece of the batch at a time: patches
+    (b, c, N, N, q) in the coordinate dtype from `pairs` (Bi, H, W, q) at
+    corners `image`, `row`, `col` (b, c) int64 in the objects padded by S,
+    by the kernel's fractions `fx`, `fy` (b, c, 1, 1, 1), NaN in fy where
+    the offset was not finite. Windows wholly inside their object are
+    gathered as runs; the others are zeroed and their overlap copied in,
+    one by one, unless so many are at the edges of so small an object
+    that a padded copy costs less (`EDGE_WINDOW_PIXELS`)."""
     batch, groups = row.shape
     size = kernel.window_size(patch_size)
     objects = pairs.contiguous()

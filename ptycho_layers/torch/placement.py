@@ -22,23 +22,13 @@ __all__ = ["placement_in_pieces", "placement_op"]
 
 
 def placement_in_pieces(values, image, row, col, fx, fy, object_shape, kernel):
-    """`torch.windows.place`'s sums, a piece of the batch at a time: what
-    falls outside the objects is dropped.
-
-    Args:
-        values, image, row, col, fx, fy: as above (the module's shapes).
-        object_shape: (Bi, H, W, q).
-        kernel: the kernel's module.
-
-    Returns:
-        (Bi, H, W, q): the windows added in batch order, each with one
-        in-place add of a view (bitwise reproducible). Into the objects
-        padded by N+1, in which every window is whole, then cropped out;
-        or, where few windows are not wholly inside their object beside
-        the padding's pixels (`torch_pieces.EDGE_WINDOW_PIXELS`: a large
-        object), into the objects themselves, those windows clipped one
-        by one.
-    """
+    """`torch.windows.place`'s sums (Bi, H, W, q) `object_shape`, a piece of
+    the batch at a time, of `values` (b, c, N, N, q) at `image`, `row`,
+    `col` (b, c) by `fx`, `fy` (b, c, 1, 1, 1): each window added in batch
+    order by an in-place add of a view (bitwise reproducible), into the
+    objects padded by N+1, then cropped out; or, where few windows are not
+    wholly inside beside the padding's pixels (`EDGE_WINDOW_PIXELS`), into
+    the objects, those clipped one by one; what falls outside is dropped."""
     count, height, width, q = object_shape
     size = kernel.window_size(values.shape[2])
     # Host integers, once: on the CPU this costs no synchronisation.
@@ -66,7 +56,7 @@ def _add_windows(kernel, values, fx, fy, total, starts, whole, edges):
     size = kernel.window_size(patch_size)
     _, height, width, _ = total.shape
     # Every window of the sums by its first pixel, whole or not: indexing
-    # it makes a window's view at a third less cost than `as_strided`.
+    # it makes a window's view for less than `as_strided`.
     count = max(total.numel() // q - (size - 1) * (width + 1), 0)
     every_window = total.as_strided((count, size, size, q), (q, width * q, q, 1))
     targets = [
@@ -103,7 +93,7 @@ def _add_windows(kernel, values, fx, fy, total, starts, whole, edges):
             into, added = [t for t, _ in pairs], [a for _, a in pairs]
         if into:  # none where every window of the piece falls outside
             # One call adding source k into target k, in order (on the CPU
-            # a loop in C++: a third faster than a Python loop of `add_`).
+            # a loop in C++, faster than a Python loop of `add_`).
             torch._foreach_add_(into, added)
     return total
 

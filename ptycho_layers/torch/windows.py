@@ -1,16 +1,14 @@
 """PyTorch's extraction and placement: each patch's window of the object,
 gathered or added, composed with the kernel, in real pairs.
 
+Forms (`_form`): in pieces on the CPU (`torch.pieces`, `torch.placement`;
+custom operators under `torch.compile`, where inductor's whole-batch code
+was slower), else the whole batch at once from the object zero-padded by
+S (the kernel's `blend` and `spread` as one expression, one scatter-add).
+
 Shapes: images (Bi, H, W); image_index (b,) int32; x, y (b, c) sanitized
 offsets in the coordinate dtype; finite (b, c) bool; windows
 (b, c, S, S, q), q = 2 (real and imaginary parts) or 1 (real values).
-
-Each operator has forms (`_form`): in pieces on the CPU (`torch.pieces`,
-`torch.placement`, through custom operators under `torch.compile`, where
-inductor's whole-batch code was slower), and the whole batch at once,
-from the object zero-padded by S (the kernel's `blend` and `spread` as
-one expression, and one scatter-add) for inductor on other devices, and
-wherever autograd or an ONNX trace records the kernel.
 """
 
 import torch
@@ -39,24 +37,15 @@ def _from_pairs(pairs, dtype):
 
 
 def _corners(kernel, x, y, finite, image_index, height, width, patch_size):
-    """Where each window lies in the object padded by S, and its blend.
-
-    Args:
-        kernel: the kernel's module; x, y: (b, c) sanitized offsets
-            (coordinate dtype); finite: (b, c) bool; image_index: (b,)
-            int32.
-
-    Returns:
-        (image, row, col, fx, fy, nan): (b, c) int64 image and first padded
-        row and column of each window, clamped into [0, extent + S]
-        (beyond, a window lies wholly in the padding, so clamping changes
-        nothing), and (0, 0), wholly in the padding, where the offset was
-        not finite: such a patch reads only zeros, and what it adds is
-        cropped away, NaN values included; fx, fy (b, c, 1, 1, 1), the
-        fractions; nan (b, c, 1, 1, 1), 0, or NaN where the offset was not
-        finite. Each is realised (`_realised`), once, before the loops
-        that read it.
-    """
+    """Where each window lies in the object padded by S, and its blend, for
+    sanitized `x`, `y` (b, c), `finite` (b, c) bool and `image_index` (b,)
+    int32: (image, row, col, fx, fy, nan), (b, c) int64 image and first
+    padded row and column of each window, clamped into [0, extent + S]
+    (beyond, a window lies wholly in the padding), and (0, 0) where the
+    offset was not finite: such a patch reads only zeros, and what it adds
+    is cropped away, NaN included; fx, fy (b, c, 1, 1, 1), the fractions;
+    nan (b, c, 1, 1, 1), 0 or NaN where the offset was not finite. Each is
+    realised (`_realised`), once, before the loops that read it."""
     size = kernel.window_size(patch_size)
     x_start, fx = kernel.origin(x, patch_size)
     y_start, fy = kernel.origin(y, patch_size)
@@ -75,7 +64,7 @@ def _realised(value):
     """`value`, computed on its own under inductor: an identity
     `as_strided` view, which inductor cannot inline. Without it, inductor
     recomputes the offsets' whole sanitizing for every patch entry, and
-    split the blend in two loops with a buffer between (2x slower)."""
+    splits the blend in two loops with a buffer between."""
     # Contiguous first: inductor lays the realised buffer out densely, so
     # the strides of, say, a broadcast would not describe it.
     value = value.contiguous()
@@ -118,13 +107,10 @@ class _GatherWindows(torch.autograd.Function):
 
 def _add_windows(windows, image, row, col, shape):
     """Zeros of `shape` (Bi, Hp, Wp, q) with `windows` (b, c, size, size, q)
-    added at (b, c) `image`, `row`, `col`: one `index_add_` of q-vectors.
-
-    Op by op, ATen adds in a fixed order (bitwise reproducible on CPU).
-    Under `torch.compile`, inductor turns it into parallel atomic adds, so
-    overlapping windows can differ in the last bits from run to run, unless
-    `torch.use_deterministic_algorithms(True)`, under which inductor runs
-    ATen's `index_add_` instead."""
+    added at (b, c) `image`, `row`, `col`: one `index_add_` of q-vectors,
+    in a fixed order op by op (bitwise reproducible on CPU); under
+    `torch.compile` parallel atomic adds (overlapping windows may differ in
+    the last bits between runs) unless `torch.use_deterministic_algorithms`."""
     count, height, width, pairs = shape
     size = windows.shape[2]
     span = torch.arange(size, device=windows.device)
@@ -154,14 +140,12 @@ def _compiling():
 
 
 def _form(values):
-    """Which form of the kernels runs on `values` (see the module's note):
-    on the CPU "pieces" op by op, and "pieces_op" (the same through the
-    custom operators) under `torch.compile` or `torch.export`; on other
-    devices "whole" op by op and "fused" under them. "whole" too on every
-    device where an ONNX export's trace (it would record the pieces' loop
-    as constants) or autograd (it cannot differentiate writes into `out=`)
-    records the kernel itself. A question about the caller and the device,
-    answered while tracing: never a branch on data."""
+    """Which form of the kernels runs on `values` (a tensor): on the CPU
+    "pieces" op by op, "pieces_op" (the custom operators) under
+    `torch.compile` or `torch.export`; on other devices "whole" op by op
+    and "fused" under them; "whole" wherever an ONNX trace (it would record
+    the pieces' loop as constants) or autograd (it cannot differentiate
+    writes into `out=`) records the kernel. Never a branch on data."""
     cpu = values.device.type == "cpu"
     if _compiling():
         return "pieces_op" if cpu else "fused"
@@ -171,19 +155,9 @@ def _form(values):
 
 
 def extract(images, image_index, x, y, finite, patch_size, kernel):
-    """Patches from the zero-extended object (see the module's note).
-
-    Args:
-        images: (Bi, H, W), real or complex; image_index: (b,) int32.
-        x, y: (b, c) sanitized offsets in the coordinate dtype; finite:
-            (b, c) bool.
-        patch_size: N.
-        kernel: the kernel's module.
-
-    Returns:
-        (b, N, N, c) in the images' dtype (a view of a (b, c, N, N)
-        tensor), NaN where the offset was not finite.
-    """
+    """Patches (b, N, N, c) in the images' dtype (a view of (b, c, N, N)) of
+    zero-extended `images` (Bi, H, W), real or complex, at sanitized `x`,
+    `y` (b, c), NaN where not `finite` (b, c); `image_index` (b,) int32."""
     size = kernel.window_size(patch_size)
     _, height, width = images.shape
     image, row, col, fx, fy, nan = _corners(
@@ -207,19 +181,11 @@ def extract(images, image_index, x, y, finite, patch_size, kernel):
 
 
 def place(patches, image_index, x, y, finite, image_shape, kernel):
-    """The adjoint of `extract`: every patch spread over its window by the
-    kernel and the windows added into the zero-extended objects.
-
-    Args:
-        patches: (b, N, N, c), real or complex; image_index: (b,) int32.
-        x, y, finite: as for `extract`.
-        image_shape: (Bi, H, W) static ints.
-        kernel: the kernel's module.
-
-    Returns:
-        (Bi, H, W) in the patches' dtype: on the CPU the sums themselves,
-        elsewhere a view of the padded sums.
-    """
+    """The adjoint of `extract`: `patches` (b, N, N, c) spread over their
+    windows by the kernel and added into zero-extended objects of static
+    `image_shape` (Bi, H, W), in the patches' dtype (on the CPU the sums,
+    elsewhere a view of the padded sums); `image_index` (b,), `x`, `y`,
+    `finite` (b, c) as for `extract`."""
     count, height, width = image_shape
     patch_size = patches.shape[1]
     size = kernel.window_size(patch_size)

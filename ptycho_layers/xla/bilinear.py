@@ -1,20 +1,11 @@
 """The bilinear kernel of the XLA implementation, in every direction.
 
 A patch of size N at offset [x, y] reads the (N+1) x (N+1) window whose
-top-left is (floor(y) - N//2, floor(x) - N//2) and blends it with
-separable weights: along each axis, patch entry n takes window entries n
-and n+1 with w0 = (1 - f) * inside[n] and w1 = f * inside[n+1], f the
-offset's fraction and `inside` 1 where the window entry lies in the
-object. Folding the zero extension into these 1-D weights costs O(N) per
-patch instead of a mask over the window.
-
-- `blend`: window -> patch (extraction);
-- `row_share`: what one window row adds to the patch, for the reader that
-  leaves a row out of its gather (`windows.reader`, "fused");
-- `spread_operands` and `spread`: patch -> window, the blend's adjoint
-  (placement);
-- `derivative`: the blend's derivative with respect to x and y (the
-  offsets' gradient).
+top-left is (floor(y) - N//2, floor(x) - N//2); along each axis, patch
+entry n takes window entries n and n+1 with w0 = (1 - f) * inside[n] and
+w1 = f * inside[n+1], f the offset's fraction and `inside` 1 where the
+entry lies in the object: the zero extension folded into 1-D weights,
+O(N) per patch, not a mask over the window.
 
 Shapes: windows (b, N+1, N+1, c) or, for the spread, (b, c, N+1, N+1, q)
 (groups first, q = 2 for the real and imaginary parts, 1 for real
@@ -72,18 +63,10 @@ def weights(y_fraction, x_fraction, row_inside, col_inside, keep=None):
 
 
 def blend(parts, weights):
-    """The blend of real windows, groups last.
-
-    Args:
-        parts: a list of (b, N+1, N+1, c) real windows in the weights'
-            dtype (say, the real and imaginary parts), blended alike.
-        weights: from `weights`.
-
-    Returns:
-        A list of (b, N, N, c). With the groups last the windows' rows are
-        contiguous runs of (N+1)*c values and the weights broadcast along
-        them, so the loops vectorise.
-    """
+    """`parts`, a list of (b, N+1, N+1, c) real windows in the weights'
+    dtype (say, real and imaginary parts), blended alike by `weights` into
+    a list of (b, N, N, c). Groups last, a window row is a contiguous run
+    of (N+1)*c values along which the weights broadcast: loops vectorise."""
     row_w0, row_w1, col_w0, col_w1 = weights
     col_w0 = col_w0[:, None]
     col_w1 = col_w1[:, None]
@@ -122,20 +105,12 @@ def row_share(moved, row_parts, weights):
 def spread_operands(weights, pairs):
     """What `spread` reads, to be materialised behind a fusion boundary
     (fused into the loops over window entries, XLA would recompute the
-    weights for every entry).
-
-    Args:
-        weights: from `weights`.
-        pairs: (b, c, N, N, q) the patches' real parts side by side,
-            groups first.
-
-    Returns:
-        (row_w0, row_w1, col_w0, col_w1, padded): the weights as
-        (b, c, N+1) zero-padded so that entry n is the weight of window
-        entry n as the first neighbour of patch entry n (w0) or the second
-        of patch entry n-1 (w1); and the pairs padded by one zero all
-        round, (b, c, N+2, N+2, q).
-    """
+    weights for every entry), from `weights` and `pairs` (b, c, N, N, q),
+    the patches' real parts side by side: (row_w0, row_w1, col_w0, col_w1,
+    padded), the weights as (b, c, N+1) zero-padded so that entry n is
+    window entry n's weight as first neighbour of patch entry n (w0) or
+    second of entry n-1 (w1); and the pairs padded by one zero all round,
+    (b, c, N+2, N+2, q)."""
     padded_weights = [
         padded_along(ops.transpose(w, (0, 2, 1)), -1, before, after)
         for w, before, after in zip(weights, (0, 1, 0, 1), (1, 0, 1, 0))
@@ -169,18 +144,11 @@ def spread(row_w0, row_w1, col_w0, col_w1, padded):
 
 
 def derivative(window_parts, upstream_parts, geometry):
-    """Per patch, the sum of the upstream values times the derivative of
-    the blend with respect to x and y: the blend with -inside[n] and
-    inside[n+1] in place of the weights along that axis.
-
-    Args:
-        window_parts, upstream_parts: lists of (b, N+1, N+1, c) and
-            (b, N, N, c) real parts.
-        geometry: `geometry.window_geometry`'s dict.
-
-    Returns:
-        (d_x, d_y), (b, c) each.
-    """
+    """(d_x, d_y), (b, c) each: per patch, the sum of the upstream values
+    times the blend's derivative with respect to x and y (the blend with
+    -inside[n] and inside[n+1] for that axis's weights), from lists of
+    real parts `window_parts` (b, N+1, N+1, c) and `upstream_parts`
+    (b, N, N, c), and `geometry.window_geometry`'s dict."""
     # d w0 / d f = -inside[n], d w1 / d f = inside[n + 1].
     col_d = (-geometry["col_inside"][:, :-1], geometry["col_inside"][:, 1:])
     row_d = (-geometry["row_inside"][:, :-1], geometry["row_inside"][:, 1:])

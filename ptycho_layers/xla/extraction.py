@@ -1,13 +1,9 @@
 """Extraction on XLA: every patch's window gathered at once and blended by
-the kernel.
-
-O(K*N^2) work and memory for K patches, whatever the object's size. The
-patches of a group stay on the last axis throughout, so the blend writes
-the output layout directly. The windows are read so that XLA fuses the
-gather into the blend, with no buffer of windows (`windows.reader`: from
-a padded copy of a small object, or from the object itself); otherwise,
-into a buffer, a large batch is done in a few pieces so that the
-gathered windows never take more memory than 3/4 of the output.
+the kernel, O(K*N^2) for K patches whatever the object's size, a group's
+patches on the last axis throughout (the blend writes the output layout).
+Windows read from a padded table or the object's runs are fused into the
+blend (`windows.reader`); gathered into a buffer, a large batch goes in
+pieces so that the windows never take more than 3/4 of the output.
 
 Shapes: `images` (Bi, H, W), Bi being 1 (one object shared by every row of
 offsets) or B; `x`, `y` (B, c) sanitized offsets; the result (B, N, N, c).
@@ -45,19 +41,12 @@ def _blend(kernel, window, weights, dtype, moved=None):
 
 
 def batch_pieces(batch, groups, patch_size, size, share=0.75):
-    """Split the batch into pieces whose windows of side `size` stay small.
-
-    The S^2 windows of all patches together are larger than the output
-    itself; gathering and blending part of the batch at a time keeps a
-    piece's windows under `share` of all the patches, and so the working
+    """[(start, stop), ...] static row ranges covering the batch, or
+    [(0, None)] for one piece: pieces whose windows of side `size` stay
+    under `share` of all the patches (B, N, N, c), and so the working
     memory beyond the output under about `share` of it. Only for a static
     batch on a backend that writes each piece into the output in place
-    (XLA); elsewhere every intermediate is materialised anyway.
-
-    Returns:
-        [(start, stop), ...] static row ranges covering the batch, or
-        [(0, None)] for the whole batch in one piece.
-    """
+    (XLA); elsewhere every intermediate is materialised anyway."""
     if (
         not backends.current().SPLITS_BATCH
         or not isinstance(batch, int)
@@ -76,26 +65,14 @@ def batch_pieces(batch, groups, patch_size, size, share=0.75):
 
 
 def _windows_and_weights(kernel, images, image_index, x, y, finite, patch_size, predicate, reader):
-    """Each patch's window and blend weights.
-
-    Args:
-        kernel: the kernel's module.
-        images: (Bi, H, W); image_index: (b,) int32.
-        x, y: (b, c) sanitized offsets in the coordinate dtype; finite:
-            (b, c) bool.
-        predicate: a scalar bool computed from the data.
-        reader: how the windows are read (see `windows.reader`).
-
-    Returns:
-        (window, weights, moved): the (b, S, S, c) windows, the kernel's
-        weights, and None or the moved rows' share of the blend.
-
-    The weights, and where the windows lie, are computed behind a fusion
-    boundary: fused into the blend, XLA would recompute them from the
-    offsets for every output value. The gathered windows are materialised
-    there too. The padded table's and the fused runs are not: XLA fuses
-    their gather into the blend, with no buffer of windows.
-    """
+    """(window, weights, moved): each patch's (b, S, S, c) window of `images`
+    (Bi, H, W), the kernel's weights, and None or the moved rows' share of
+    the blend, for sanitized `x`, `y` (b, c), `finite` (b, c) bool,
+    `image_index` (b,) int32, a data-dependent scalar bool `predicate` and
+    `reader` (`windows.reader`). Where the windows lie and the weights are
+    computed behind a fusion boundary (fused into the blend, XLA would
+    recompute them for every output value), the gathered windows too; the
+    padded table's and fused runs' gathers XLA fuses into the blend."""
     _, height, width = ops.shape(images)
     coord = standardize_dtype(x.dtype)
     dtype = standardize_dtype(images.dtype)
@@ -120,24 +97,11 @@ def _windows_and_weights(kernel, images, image_index, x, y, finite, patch_size, 
 
 
 def extract(images, image_index, x, y, finite, patch_size, kernel):
-    """Extract all patches at once by a windowed gather and the kernel's
-    blend (`operators.extract_patches_batched` sanitizes the offsets).
-
-    Differentiable by autodiff on JAX. On TensorFlow it is meant to run
-    XLA-compiled with its written-out gradients attached
-    (`backends.tensorflow.differentiable`): TensorFlow cannot
-    differentiate its conditionals under XLA.
-
-    Args:
-        images: (Bi, H, W), real or complex; image_index: (B,) int32.
-        x, y: (B, c) sanitized offsets; finite: (B, c) bool.
-        patch_size: N, a positive Python int.
-        kernel: the kernel's module.
-
-    Returns:
-        (B, N, N, c) in the images' dtype; NaN patches where an offset is
-        not finite.
-    """
+    """Patches (B, N, N, c) in the images' dtype of `images` (Bi, H, W),
+    real or complex, at sanitized `x`, `y` (B, c), NaN where not `finite`
+    (B, c); `image_index` (B,) int32. On TensorFlow, XLA-compiled with its
+    written-out gradients (`backends.tensorflow.differentiable`):
+    TensorFlow cannot differentiate its conditionals under XLA."""
     dtype = standardize_dtype(images.dtype)
     batch, groups = ops.shape(x)
     size = kernel.window_size(patch_size)
@@ -163,10 +127,9 @@ def extract(images, image_index, x, y, finite, patch_size, kernel):
         if stop is None:
             if how != "fused":
                 return piece()
-            # Read from the object's own runs, the patches are written out
-            # behind a fusion boundary: XLA would fuse what the caller does
-            # with them into this masked loop, which then runs
-            # unvectorized (several times slower than apart). From the
+            # Read from the object's own runs, the patches are handed out of a
+            # fusion boundary: XLA would fuse what the caller does with them
+            # into this masked loop, which then runs unvectorized. From the
             # padded table, cheap work fuses well, so it is left to XLA.
             return backends.current().fusion_boundary(piece, predicate)
         patches = piece()

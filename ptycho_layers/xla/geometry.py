@@ -1,12 +1,7 @@
-"""From sanitized offsets to windows: where each patch's window lies in the
-object, and the kernel's weights for it.
-
-Shared by every direction of the operator (extraction, placement, the
-offsets' gradient) and every kernel. The kernel says where a patch's
-window starts (`origin`) and how large it is (`window_size`); the window
-is then the S x S block of object pixels from that start, its indices
-clamped into the object and marked inside or not, and the kernel turns the
-offsets' fractions and those marks into its weights.
+"""From sanitized offsets to windows, for every direction and kernel: the
+kernel says where a window starts (`origin`) and its side (`window_size`);
+its indices are clamped into the object and marked inside or not, and the
+kernel turns the fractions and marks into its weights.
 
 Shapes: `x`, `y` (b, c) sanitized offsets; windows S x S; images
 (Bi, H, W).
@@ -21,42 +16,24 @@ __all__ = ["axis_indices", "window_geometry", "flat_positions", "real_parts", "p
 
 
 def axis_indices(start, size, extent, coord_dtype):
-    """Clamped indices along one axis and whether each lies in the object.
-
-    Args:
-        start: (b, c) int32, the first object index of each window.
-        size: S, the window's extent along this axis.
-        extent: the object's extent along this axis.
-
-    Returns:
-        (index, inside), groups last: `index` (b, S, c) int32 clamped into
-        [0, extent-1]; `inside` (b, S, c) in `coord_dtype`, 1 where the
-        unclamped index lies inside the object, else 0.
-    """
+    """(index, inside), groups last, along one axis for windows of side
+    `size` from `start` (b, c) int32 in an object's `extent`: `index`
+    (b, S, c) int32 clamped into [0, extent-1]; `inside` (b, S, c) in
+    `coord_dtype`, 1 where the unclamped index lies in the object, else 0."""
     index = start[:, None, :] + ops.arange(size, dtype="int32")[:, None]
     inside = ops.cast(ops.logical_and(index >= 0, index < extent), coord_dtype)
     return ops.clip(index, 0, extent - 1), inside
 
 
 def window_geometry(x, y, height, width, patch_size, kernel, coord_dtype, finite=None):
-    """Where each window lies and the kernel's weights for it.
-
-    Args:
-        x, y: (b, c) sanitized offsets in the coordinate dtype.
-        height, width: the object's size.
-        patch_size: N.
-        kernel: the kernel's module (`ptycho_layers.xla.bilinear`).
-        coord_dtype: the coordinate dtype.
-        finite: optional (b, c) bool, false where the offset was not
-            finite: that patch's weights are all zero, so it neither reads
-            nor receives anything (and its gradient is zero), rather than
-            acting at the sanitized offset.
-
-    Returns:
-        dict with x_start, y_start (b, c) int32 (the window's first column
-        and row); rows, row_inside, cols, col_inside (b, S, c) (see
-        `axis_indices`); and "weights", the kernel's (`kernel.weights`).
-    """
+    """Where each window lies and the kernel's weights for sanitized `x`,
+    `y` (b, c) in `coord_dtype`, an object of `height`, `width` and
+    patches of `patch_size`: a dict with x_start, y_start (b, c) int32 (the
+    window's first column and row); rows, row_inside, cols, col_inside
+    (b, S, c) (`axis_indices`); and "weights" (`kernel.weights`). Where the
+    optional `finite` (b, c) bool is false, the weights are all zero: the
+    patch neither reads nor receives anything (its gradient zero) rather
+    than acting at the sanitized offset."""
     size = kernel.window_size(patch_size)
     y_start, y_fraction = kernel.origin(y, patch_size)
     x_start, x_fraction = kernel.origin(x, patch_size)
@@ -72,15 +49,9 @@ def window_geometry(x, y, height, width, patch_size, kernel, coord_dtype, finite
 
 
 def flat_positions(image_index, rows, cols, height, width):
-    """Flat positions in the (Bi, H, W) images of every window entry.
-
-    Args:
-        image_index: (b,) int32; rows: (b, S, c) and cols (b, S, c)
-            int32, clamped into the object.
-
-    Returns:
-        (b, S, S, c) int32.
-    """
+    """Flat positions (b, S, S, c) int32 in the (Bi, H, W) images of every
+    window entry, from `image_index` (b,) int32 and `rows`, `cols`
+    (b, S, c) int32 clamped into the object."""
     return (
         (image_index[:, None, None, None] * height + rows[:, :, None, :])
         * width

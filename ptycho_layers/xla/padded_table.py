@@ -1,17 +1,13 @@
 """Windows as runs of a padded copy of a small object: no masks, and the
 gather fused into the kernel's blend.
 
-`runs` reads window rows from the object itself, where a run can
-leave it: the entries outside are masked and the rows XLA would move are
-read from the padded end rows. That costs little where the windows are
-gathered into a buffer, but fused into the blend XLA's loop over it ran
-3x slower than gathering and blending apart. So where the object is
-small beside the patches (`fits`), the windows are read from, and
-added into, a copy of it made once per call (`table`: each image
-row followed by S zeros, a row of zeros after the last, all after S
-zeros), materialised behind the fusion boundary rather than fused into
-the gather: no run leaves it and every entry outside the object is a
-zero, with no mask.
+Fused into the blend, the masked runs of `runs` (and its moved rows) made
+XLA's loop slower than gathering and blending apart. So where the object
+is small beside the patches (`fits`), windows are read from, and added
+into, a copy made once per call (`table`: each image row followed by S
+zeros, a row of zeros after the last, all after S zeros), materialised
+behind the fusion boundary: no run leaves it, and every entry outside the
+object is a zero, with no mask.
 
 Shapes: `images` (Bi, H, W); `image_index` (b,) int32; `x_start`,
 `y_start` (b, c) int32 window starts in object coordinates; `size` = S,
@@ -24,10 +20,8 @@ from ptycho_layers.xla.runs import clamp_starts
 
 __all__ = ["PADDED_SHARE", "fits", "length", "table", "starts", "crop"]
 
-# The padded copy's largest size against the patches', in entries: above
-# about a quarter of the patches, reading the object's own runs fused
-# (`windows`) is faster than copying it first; below, the table is (the
-# measurements are in docs/performance.md).
+# The padded copy's largest size against the patches', in entries: beyond,
+# reading the object's own runs fused (`windows`) beats copying it first.
 PADDED_SHARE = 0.2
 
 
@@ -53,14 +47,10 @@ def length(height, width, size):
 
 
 def table(images, size):
-    """The images (Bi, H, W) as a table of runs that no window row leaves:
-    (Bi, size + (H+1) * (W+size)), each image row followed by `size`
-    zeros, then a row of zeros, all after `size` zeros.
-
-    A copy of the images, O(Bi H W); in exchange every window entry is a
-    plain read (`starts`), with no masks and no moved rows, and XLA
-    fuses the gather into the blend (see `extraction`).
-    """
+    """The images (Bi, H, W) as a table of runs that no window row leaves,
+    (Bi, size + (H+1) * (W+size)): each image row followed by `size` zeros,
+    then a row of zeros, all after `size` zeros. A copy, O(Bi H W), for
+    plain reads (`starts`), with no masks and no moved rows."""
     count, height, width = ops.shape(images)
     rows = ops.pad(images, [[0, 0], [0, 1], [0, size]])
     rows = ops.reshape(rows, (count, (height + 1) * (width + size)))

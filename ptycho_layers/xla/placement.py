@@ -1,14 +1,9 @@
-"""Placement on XLA: the exact adjoint of `extraction`.
-
-Every patch value is spread back over the window entries it was blended
-from, by the kernel's adjoint (`spread`), and each window is added into
-its object; what falls outside the object is dropped. This is also
-extraction's gradient with respect to the object.
-
-Complex values follow TensorFlow's convention when used as a gradient: for
-a real loss L, `upstream = dL/d(re) + i dL/d(im)`; placement, being
-linear with real weights, maps it to the object's gradient in the same
-convention.
+"""Placement on XLA: the exact adjoint of `extraction`, and its gradient
+with respect to the object. Each patch is spread over its window by the
+kernel's adjoint (`spread`) and the windows added into their objects,
+what falls outside dropped. As a gradient, complex values keep
+TensorFlow's convention (dL/d re + i dL/d im): placement is linear with
+real weights.
 
 Shapes: patches (B, N, N, c); `x`, `y` (B, c) sanitized offsets; windows
 (b, c, S, S); objects (Bi, H, W).
@@ -28,32 +23,18 @@ __all__ = ["place"]
 
 
 def _spread_inputs(kernel, patches, part, x, y, finite, height, width, predicate):
-    """What the spread of a piece of patches reads, materialised.
-
-    Args:
-        kernel: the kernel's module.
-        patches: (B, N, N, c), of which rows `part` (a slice) are the
-            piece's: cut inside the boundary, or XLA would copy every
-            piece out of the patches up front; x, y: (b, c) sanitized
-            offsets of the piece; finite: (b, c) bool; predicate: a scalar
-            bool computed from the data.
-
-    Returns:
-        (x_start, y_start, operands): (b, c) int32 window starts and the
-        kernel's `spread_operands`, from the patches' real parts side by
-        side, (b, c, N, N, q) (q = 2, real and imaginary, for complex
-        values; 1 for real ones), groups first, zero for non-finite
-        offsets.
+    """(x_start, y_start, operands): (b, c) int32 window starts and the
+    kernel's `spread_operands` of rows `part` (a slice) of `patches`
+    (B, N, N, c), as real parts side by side (b, c, N, N, q), q = 2 for
+    complex values, groups first, zero for non-finite offsets; `x`, `y`
+    (b, c) the piece's sanitized offsets, `finite` (b, c) bool.
 
     Behind a fusion boundary: fused into the loops over window entries, XLA
-    would recompute the weights for every entry; and the predicate (from
-    the previous piece's sum) keeps one piece's inputs alive at a time.
-    (The transposes also keep XLA from turning the boundary into a select,
-    which it does when a branch holds only elementwise operations.)
-
-    The real and imaginary parts go side by side in one array, not two:
-    XLA pads that in one loop at about the speed of a copy of the patches,
-    where two arrays took twice as long.
+    would recompute the weights for every entry; the data-dependent
+    `predicate` (from the previous piece's sums) keeps one piece's inputs
+    alive at a time; the piece is cut inside it, or XLA would copy every
+    piece out up front; the transposes keep XLA from making it a select.
+    The real and imaginary parts go in one array: XLA pads it in one loop.
     """
     coord = standardize_dtype(x.dtype)
     dtype = standardize_dtype(patches.dtype)
@@ -78,22 +59,11 @@ def _spread_inputs(kernel, patches, part, x, y, finite, height, width, predicate
 
 
 def place(patches, image_index, x, y, finite, image_shape, kernel):
-    """Add every patch into its object: the adjoint of `extraction.extract`
-    (`operators.place_patches_batched` sanitizes the offsets).
-
-    Args:
-        patches: (B, N, N, c), real or complex; image_index: (B,) int32.
-        x, y: (B, c) sanitized offsets; finite: (B, c) bool.
-        image_shape: (Bi, H, W) static ints, Bi being 1 (every row's
-            patches into one object) or B (row b's patches into object b).
-        kernel: the kernel's module.
-
-    Returns:
-        (Bi, H, W) in the patches' dtype. O(K*N^2) work, plus zeroing the
-        result. A patch whose offset is not finite adds nothing (whatever
-        its values, NaN included); what falls outside the object is
-        dropped.
-    """
+    """The adjoint of `extraction.extract`: `patches` (B, N, N, c), real or
+    complex, at sanitized `x`, `y` (B, c) added into objects of static
+    `image_shape` (Bi, H, W), in the patches' dtype; `image_index` (B,)
+    int32; a patch whose offset is not `finite` (B, c) adds nothing, NaN
+    included, and what falls outside is dropped. O(K*N^2), plus zeroing."""
     dtype = standardize_dtype(patches.dtype)
     num_images, height, width = image_shape
     batch, patch_size, _, groups = ops.shape(patches)
@@ -103,12 +73,10 @@ def place(patches, image_index, x, y, finite, image_shape, kernel):
     # Into the padded table where it is small (`padded_table.fits`): whole
     # runs, nothing masked, then the object cropped out of it.
     padded = padded_table.fits(image_shape, batch, groups, patch_size, size)
-    # In pieces, each added into the sums in place under XLA: a piece's
-    # inputs and spread windows (real, imaginary, their complex sum) take
-    # about 2x the piece's patches. Into the object itself, pieces of 0.3
-    # of the batch keep the working memory under the patches' size, at
-    # the best speed measured; into the padded table smaller pieces are
-    # faster, their windows staying in cache.
+    # In pieces added into the sums in place: a piece's inputs and spread
+    # windows take about twice its patches, so pieces of 0.3 of the batch
+    # keep the working memory under the patches'; into the padded table
+    # smaller pieces are faster, their windows staying in cache.
     share = 0.1 if padded else 0.3
     for start, stop in extraction.batch_pieces(batch, groups, patch_size, size, share=share):
         part = slice(start, stop)

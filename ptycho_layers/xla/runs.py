@@ -1,30 +1,23 @@
 """Each patch's whole S x S window, gathered or added as runs.
 
-XLA's gather and scatter can move whole slices, one contiguous run per
-window row, where an element gather computes an index for every entry; the
-backends that reach them offer `take_runs` and `add_runs` (TensorFlow and
-JAX). But XLA moves a slice that would leave its operand, and reading from
-the object padded with zeros instead makes XLA test every element against
-the padding, which keeps the copy from vectorising (2x slower from an
-object too large for the cache). So window rows are runs of the
-*flattened* object, which can leave it only at its very start or end:
+XLA's gather and scatter (`take_runs`, `add_runs`) move one contiguous
+run per window row, where an element gather computes an index per entry.
+But XLA moves a slice that would leave its operand, and reading from the
+object padded with zeros makes XLA test every element against the
+padding, which keeps the copy from vectorising. So window rows are runs
+of the *flattened* object, which can leave it only at its start or end:
 
 - window row r of a window starting at (y, x) is the run of S entries
-  from (y + r) * W + x, its row clamped into the object; where the window
-  sticks out left or right, the run carries on into the previous or next
-  object row, and those entries, like the rows outside the object, are set
-  to zero in the same loop;
+  from (y + r) * W + x, its row clamped into the object; entries carried
+  on into the previous or next object row, like rows outside the object,
+  are zeroed in the same loop;
 - with W >= S, XLA moves only the run of object row 0 in a window
   starting left of the object and that of row H-1 in one ending right of
-  it (at most one per window); that row is read instead from the first and
-  last object rows padded by S zeros at both ends, 2(W + 2S) entries.
-
-Where the object is small beside the patches, `padded_table` reads
-and adds the runs in a padded copy of it instead, with no masks.
+  it (at most one per window); that row is read instead from the first
+  and last object rows padded by S zeros at both ends.
 
 Shapes: `images` (Bi, H, W); `image_index` (b,) int32; `x_start`,
-`y_start` (b, c) int32 window starts in object coordinates; `size` = S,
-the window's side.
+`y_start` (b, c) int32 window starts; `size` = S, the window's side.
 """
 
 
@@ -57,16 +50,9 @@ def available(width, size):
 
 
 def gather_windows(images, image_index, x_start, y_start, size):
-    """Windows of `size` x `size` entries, (b, c, size, size), groups first.
-
-    Args:
-        images: (Bi, H, W) with static W >= size.
-        image_index, x_start, y_start: as above; starts may lie anywhere.
-        size: S.
-
-    Entries outside the object come back as zeros, whatever the object
-    holds elsewhere.
-    """
+    """Windows (b, c, size, size), groups first, of `images` (Bi, H, W),
+    static W >= size, at starts anywhere; entries outside the object are
+    zeros, whatever the object holds elsewhere."""
     backend = backends.current()
     _, height, width = ops.shape(images)
     x_start, y_start = clamp_starts(x_start, y_start, size, height, width)
@@ -92,16 +78,13 @@ def _end_rows(images, size):
 
 
 def fused_reads(images, image_index, x_start, y_start, size):
-    """What `take_fused` and the moved rows' share of the blend read, O(K
-    N), for a kernel to materialise.
-
-    Returns (starts, keep_rows, col_inside, moved, edge_rows): the runs'
-    [image, first entry], (b, c, size, 2); which window rows `take_fused`
-    keeps (inside the object, not moved) and which columns lie in it,
-    (b, c, size) bool each; the window row each window reads from the
-    padded end rows instead, (b, c) int32, -1 for none; and that row,
-    (b, c, size), zeros for none.
-    """
+    """What `take_fused` and the moved rows' share of the blend read from
+    `images` (Bi, H, W), O(K N), for a kernel to materialise: (starts,
+    keep_rows, col_inside, moved, edge_rows), the runs' [image, first
+    entry] (b, c, size, 2); the rows `take_fused` keeps (inside, not
+    moved) and the columns inside, (b, c, size) bool each; the row read
+    from the padded end rows instead, (b, c) int32, -1 for none; and that
+    row, (b, c, size), zeros for none."""
     backend = backends.current()
     _, height, width = ops.shape(images)
     x_start, y_start = clamp_starts(x_start, y_start, size, height, width)
@@ -118,10 +101,9 @@ def fused_reads(images, image_index, x_start, y_start, size):
 
 
 def take_fused(images, starts, keep_rows, col_inside, size):
-    """Windows (b, c, size, size) from `fused_reads`, each moved row and
-    every entry outside the object zero; one select past the gather, so
-    XLA fuses it into the blend (with the moved rows' select as well, its
-    loop ran 4x slower)."""
+    """Windows (b, c, size, size) of `images` (Bi, H, W) from `fused_reads`,
+    moved rows and entries outside zero: one select past the gather, so XLA
+    fuses it into the blend (a second, for the moved rows, slowed it)."""
     backend = backends.current()
     _, height, width = ops.shape(images)
     found = backend.take_runs(ops.reshape(images, (-1, height * width)), starts, size)
@@ -133,25 +115,19 @@ def add_windows(contributions, image_index, x_start, y_start, shape):
     """The adjoint of `gather_windows`: zeros of `shape` (Bi, H, W), static
     W >= size, with window (b, k) of `contributions` (b, c, size, size)
     added at rows y_start[b, k]..., columns x_start[b, k]... of image
-    image_index[b]; entries outside the object are dropped, whatever they
-    hold.
-
-    Each window row is added as a run of the flattened images, save the
-    rows the gather reads from the padded first and last object rows: those
-    are added there, then into rows 0 and H-1. No object-sized buffer but
-    the result; about twice as fast as adding element by element.
-    """
+    image_index[b]; entries outside the object are dropped. Each window
+    row is added as a run, save the rows the gather reads from the padded
+    end rows: those are added there, then into rows 0 and H-1."""
     sums = add_window_runs(contributions, image_index, x_start, y_start, shape)
     return join_window_runs(*sums, shape)
 
 
 def add_window_runs(contributions, image_index, x_start, y_start, shape, sums=None):
-    """`add_windows` in two steps, for a batch taken in pieces: each piece
-    adds its runs into `sums` (flat, ends), the object's runs (Bi, H*W) and
-    its padded first and last rows (2*Bi, W + 2*size), zeros for None;
-    `join_window_runs` adds the ends into rows 0 and H-1 once, at the end.
-    (Joined per piece, XLA copied the whole object four times per piece.)
-    Returns the new (flat, ends)."""
+    """`add_windows` in two steps, for a batch in pieces: each piece adds
+    `contributions` (b, c, size, size) into `sums` (flat, ends), the runs
+    (Bi, H*W) and padded end rows (2*Bi, W + 2*size), zeros for None, and
+    returns the new sums; `join_window_runs` adds the ends into rows 0 and
+    H-1 once, at the end (joined per piece, XLA copied the whole object)."""
     backend = backends.current()
     size = contributions.shape[-1]
     count, height, width = shape
@@ -166,12 +142,10 @@ def add_window_runs(contributions, image_index, x_start, y_start, shape, sums=No
     keep = ops.logical_and(
         inside(rows, columns, height, width), ops.logical_not(replaced)
     )
-    # A run XLA cannot place whole (one the gather moved) holds zeros here,
-    # whether XLA drops it or moves it.
+    # A run XLA cannot place whole (one the gather moved) is zeros, dropped or moved.
     in_runs = backend.where(keep, contributions, zeros)
-    # The replaced row of each window (zeros where none was), picked out by
-    # a gather of rows: a sum over the rows would make XLA read every
-    # window whole.
+    # Each window's replaced row (zeros for none) by a gather of rows: a sum
+    # over the rows would make XLA read every window whole.
     which = ops.argmax(ops.cast(replaced[..., 0], "int32"), axis=-1)
     which = ops.reshape(ops.cast(which, "int32"), (-1,))
     picks = ops.arange(ops.shape(which)[0], dtype="int32") * size + which
@@ -214,14 +188,11 @@ def clamp_starts(x_start, y_start, size, height, width):
 
 
 def runs(image_index, x_start, y_start, size, height, width):
-    """Where each window row lies in the flattened images.
-
-    Returns (rows, columns, image, starts): the object row of each window
-    row and the object column of each window column, (b, c, size) int32
-    each; each window's image, (b, c); and the [image, first entry] of
-    each window row's run, (b, c, size, 2), its row clamped into the
-    object.
-    """
+    """Where each window row lies in the flattened images: (rows, columns,
+    image, starts), the object row of each window row and column of each
+    window column, (b, c, size) int32 each; each window's image, (b, c);
+    and each row's run's [image, first entry], (b, c, size, 2), its row
+    clamped into the object."""
     steps = ops.arange(size, dtype="int32")
     rows = y_start[..., None] + steps
     columns = x_start[..., None] + steps
@@ -249,13 +220,10 @@ def inside(rows, columns, height, width):
 
 def moved_rows(image, x_start, y_start, size, height, width):
     """The window rows whose run XLA would move, and where they lie in the
-    first and last object rows padded by `size` zeros at both ends.
-
-    Returns (replaced, edge_starts): (b, c, size, 1) bool, true at the
-    window row holding object row 0 of a window starting left of the
-    object or row H-1 of one ending right of it; and (b, c, 2) [padded row
-    2*image (first) or 2*image + 1 (last), first entry].
-    """
+    end rows padded by `size` zeros: (replaced, edge_starts), (b, c, size,
+    1) bool, true at the row holding object row 0 of a window starting
+    left of the object or row H-1 of one ending right of it; and (b, c, 2)
+    [padded row 2*image (first) or 2*image + 1 (last), first entry]."""
     left = x_start < 0
     right = x_start > width - size
     moved = ops.where(left, -y_start, ops.where(right, height - 1 - y_start, -1))

@@ -1,17 +1,8 @@
-"""How the kernels read each patch's S x S window: which reader, what it
-reads, and the windows themselves.
+"""How the kernels read each patch's S x S window: which reader
+(`reader`), what it reads, and the windows themselves. "padded" and
+"fused" are fused by XLA into the kernel's blend, with no buffer.
 
-- "padded": runs of `padded_table` (the object small beside the
-  patches), no masks;
-- "fused": runs of the object itself (`runs.take_fused`), masked, the one
-  row per window that XLA would move left out and added to the blend
-  apart (the kernel's `row_share`);
-- "gathered": the windows gathered into a buffer (`runs.gather_windows`,
-  or the element gather where there is no run gather or the object is
-  narrower than a window).
-
-The first two are fused by XLA into the kernel's blend, with no buffer of
-windows. Shapes: `images` (Bi, H, W); `image_index` (b,) int32; windows
+Shapes: `images` (Bi, H, W); `image_index` (b,) int32; windows
 (b, S, S, c), groups last.
 """
 
@@ -25,18 +16,11 @@ __all__ = ["reader", "window_reads", "read_windows", "gathered_windows"]
 
 
 def gathered_windows(images, image_index, geometry_, size):
-    """The neighbourhood gather in the layout it comes in.
-
-    Args:
-        images: (Bi, H, W); image_index: (b,) int32; geometry_: from
-            `geometry.window_geometry`; size: S.
-
-    Returns:
-        Groups first, (b, c, S, S), from the run gather where the
-        backend has one (`runs.available`; best transposed where the blend
-        reads it, so the transpose fuses into the blend); else groups last,
-        (b, S, S, c), from the element gather every backend has.
-    """
+    """The windows of `images` (Bi, H, W) for `geometry_`
+    (`geometry.window_geometry`) and side `size`, in the layout they come
+    in: groups first, (b, c, S, S), from the run gather where the backend
+    has one (`runs.available`; transposed where the blend reads them, so
+    the transpose fuses into it); else groups last, (b, S, S, c)."""
     _, height, width = ops.shape(images)
     if runs.available(width, size):
         return runs.gather_windows(
