@@ -61,7 +61,8 @@ class PatchExtraction(keras.layers.Layer):
             it by -offset, keep the top-left NxN, one patch at a time), kept
             as the reference. On TensorFlow the vectorized path always runs
             XLA-compiled, so the first call with new input shapes compiles
-            (about a second) and later ones reuse it.
+            (seconds; docs/performance.md has the figures) and later ones
+            reuse it.
         image: optional (H, W) or (H, W, 1) array, real or complex: the held
             object. Its values are stored as a weight named "image"
             (`layer.image_variable`): (H, W) for a real object, (H, W, 2)
