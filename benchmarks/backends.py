@@ -15,33 +15,14 @@ import keras
 import numpy as np
 from keras import ops
 
-__all__ = [
-    "name",
-    "require",
-    "prepare",
-    "quiet_retracing",
-    "mode_label",
-    "mode_unavailable",
-    "compile_fn",
-    "peer_mode",
-    "block",
-    "to_tensor",
-    "to_numpy",
-    "native_copy",
-    "native_copy_label",
-    "value_and_grad",
-    "versions",
-]
+__all__ = ["name", "require", "prepare", "quiet_retracing", "mode_label",
+           "mode_unavailable", "compile_fn", "peer_mode", "block", "to_tensor",
+           "to_numpy", "native_copy", "native_copy_label", "value_and_grad",
+           "versions"]
 
-_MODE_LABELS = {
-    "tensorflow": {
-        "eager": "eager",
-        "graph": "tf.function",
-        "xla": "tf.function(jit_compile=True)",
-    },
-    "jax": {"eager": "eager", "graph": "jax.jit", "xla": "XLA"},
-    "torch": {"eager": "eager", "graph": "torch.compile", "xla": "XLA"},
-}
+_GRAPH = {"tensorflow": "tf.function", "jax": "jax.jit", "torch": "torch.compile"}
+_COPY = {"tensorflow": "tf.raw_ops.DeepCopy", "jax": "jnp.array(copy=True)",
+         "torch": "torch.clone"}
 
 
 def name():
@@ -78,7 +59,11 @@ def quiet_retracing():
 
 
 def mode_label(mode):
-    return _MODE_LABELS[name()][mode]
+    if mode == "graph":
+        return _GRAPH[name()]
+    if mode == "xla" and name() == "tensorflow":
+        return "tf.function(jit_compile=True)"
+    return {"eager": "eager", "xla": "XLA"}[mode]
 
 
 def mode_unavailable(mode):
@@ -94,15 +79,14 @@ def compile_fn(fn, mode):
     """`fn` (tensors -> tensor) wrapped for `mode` on this backend."""
     if mode == "eager":
         return fn
-    backend = name()
-    if backend == "tensorflow":
+    if name() == "tensorflow":
         import tensorflow as tf
 
         # No AutoGraph: the functions use keras.ops control flow already.
         return tf.function(fn, jit_compile=(mode == "xla"), autograph=False)
     if mode == "xla":
         raise ValueError(mode_unavailable(mode))
-    if backend == "jax":
+    if name() == "jax":
         import jax
 
         return jax.jit(fn)
@@ -119,12 +103,11 @@ def peer_mode():
 
 def block(value):
     """Wait until `value` (a tensor, numpy array or tuple) is computed."""
-    backend = name()
-    if backend == "jax":
+    if name() == "jax":
         import jax
 
         jax.block_until_ready(value)
-    elif backend == "torch":
+    elif name() == "torch":
         import torch
 
         if torch.cuda.is_available():
@@ -143,20 +126,17 @@ def to_tensor(array):
 
 
 def to_numpy(value):
-    if isinstance(value, np.ndarray):
-        return value
-    return ops.convert_to_numpy(value)
+    return value if isinstance(value, np.ndarray) else ops.convert_to_numpy(value)
 
 
 def native_copy(tensor):
     """A fresh copy of `tensor` made by the backend itself."""
-    backend = name()
-    if backend == "tensorflow":
+    if name() == "tensorflow":
         import tensorflow as tf
 
         # tf.identity may alias its input; DeepCopy always copies.
         return tf.raw_ops.DeepCopy(x=tensor)
-    if backend == "jax":
+    if name() == "jax":
         import jax.numpy as jnp
 
         return jnp.array(tensor, copy=True)
@@ -166,24 +146,14 @@ def native_copy(tensor):
 
 
 def native_copy_label():
-    return {
-        "tensorflow": "tf.raw_ops.DeepCopy",
-        "jax": "jnp.array(copy=True)",
-        "torch": "torch.clone",
-    }[name()]
+    return _COPY[name()]
 
 
 def value_and_grad(loss_fn, mode):
-    """(x, offsets) -> (loss, d loss / d x), compiled for `mode`.
-
-    Args:
-        loss_fn: (x, offsets (B, c, 2)) -> real scalar; x is the object
-            (1, H, W) for extraction, the patches (B, N, N, c) for
-            placement.
-        mode: a compile mode; torch always runs eager (autograd).
-    """
-    backend = name()
-    if backend == "tensorflow":
+    """(x, offsets) -> (loss, d loss / d x), compiled for `mode` (torch:
+    always eager, autograd); `loss_fn(x, offsets)` is a real scalar, x the
+    object for extraction, the patches for placement."""
+    if name() == "tensorflow":
         import tensorflow as tf
 
         def step(x, offsets):
@@ -193,7 +163,7 @@ def value_and_grad(loss_fn, mode):
             return loss, tf.convert_to_tensor(tape.gradient(loss, x))
 
         return compile_fn(step, mode)
-    if backend == "jax":
+    if name() == "jax":
         import jax
 
         return compile_fn(jax.value_and_grad(loss_fn), mode)

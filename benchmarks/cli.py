@@ -1,6 +1,6 @@
-"""Command line of ``python -m benchmarks``: its arguments, and
-``main``, which runs the table and the reports, prints them and writes the
-JSON file. ``--operator`` picks the table: extraction (the default) or
+"""Command line of ``python -m benchmarks``: its arguments, and `main`,
+which runs the table and the reports, prints them and writes the JSON
+file. ``--operator`` picks the table: extraction (the default) or
 placement."""
 
 import argparse
@@ -11,43 +11,32 @@ from ptycho_layers import memory
 from benchmarks import backends
 from benchmarks import case as case_lib
 from benchmarks import measure
-from benchmarks import placement_scaling
 from benchmarks import report as report_lib
-from benchmarks import rows as rows_lib
+from benchmarks import rows
 from benchmarks import scaling
 from benchmarks import timing
+from benchmarks.extract import EXTRACT
+from benchmarks.place import PLACE
 
-__all__ = ["main", "parse_args"]
+__all__ = ["OPERATORS", "main", "parse_args"]
 
-_DEFAULTS = {
-    "groups": 256,
-    "gridsize": 2,
-    "patch_size": 64,
-    "object_size": "392",
-    "repeats": 5,
-    "memory": "subprocess",
-}
+OPERATORS = {op.name: op for op in (EXTRACT, PLACE)}
+_DEFAULTS = {"groups": 256, "gridsize": 2, "patch_size": 64, "object_size": "392",
+             "repeats": 5, "memory": "subprocess"}
 # --quick: a tiny case for smoke tests; peak memory only estimated (each
 # measured row re-imports the backend in a subprocess).
-_QUICK = {
-    "groups": 4,
-    "gridsize": 2,
-    "patch_size": 16,
-    "object_size": "48",
-    "repeats": 2,
-    "memory": "analytic",
-}
+_QUICK = {"groups": 4, "gridsize": 2, "patch_size": 16, "object_size": "48",
+          "repeats": 2, "memory": "analytic"}
 _LEGACY_PATCHES = 32
 
 
 def _object_size(text):
-    parts = text.lower().split("x")
+    """(H, W) from "N" or "HxW"."""
     try:
-        shape = tuple(int(p) for p in parts)
+        shape = tuple(int(p) for p in text.lower().split("x"))
     except ValueError:
         shape = ()
-    if len(shape) == 1:
-        shape = shape * 2
+    shape = shape * 2 if len(shape) == 1 else shape
     if len(shape) != 2 or min(shape) < 1:
         raise argparse.ArgumentTypeError(f"expected N or HxW, got {text!r}")
     return shape
@@ -60,28 +49,14 @@ def _row_ids(text):
     return ids
 
 
-def _check_rows(parser, args):
-    """Default `args.rows` to every row of the operator's table; reject ids
-    that are not in it."""
-    known = measure.OPERATORS[args.operator].ROW_IDS
-    if args.rows is None:
-        args.rows = list(known)
-    unknown = sorted(set(args.rows) - set(known))
-    if unknown:
-        parser.error(
-            f"argument --rows: unknown rows {unknown} for --operator "
-            f"{args.operator}; choose from {', '.join(known)}"
-        )
-
-
 def parse_args(argv=None):
+    """The parsed arguments, with the defaults (or --quick's) filled in."""
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
-        description="Time patch extraction (or placement): this layer "
-        "against its peers.",
+        description="Time patch extraction (or placement): this layer against its peers.",
     )
     add = parser.add_argument
-    add("--operator", choices=sorted(measure.OPERATORS), default="extract",
+    add("--operator", choices=sorted(OPERATORS), default="extract",
         help="extract: extract_patches (default); place: its adjoint, "
         "place_patches, placing the case's patches into the object")
     add("--groups", type=int, help="B, rows of offsets (default 256)")
@@ -94,10 +69,9 @@ def parse_args(argv=None):
     add("--quick", action="store_true",
         help="tiny case, 2 repeats, estimated memory (smoke test)")
     add("--backend", choices=["tensorflow", "jax", "torch"],
-        help="Keras backend (re-runs in a fresh interpreter if needed)")
-    add("--rows", type=_row_ids,
-        help="comma-separated rows; extract: " + ",".join(rows_lib.ROW_IDS)
-        + "; place: " + ",".join(measure.OPERATORS["place"].ROW_IDS))
+        help="Keras backend (python -m benchmarks sets KERAS_BACKEND from it)")
+    add("--rows", type=_row_ids, help="comma-separated rows; " + "; ".join(
+        f"{op.name}: {','.join(op.row_ids)}" for op in OPERATORS.values()))
     add("--json", metavar="FILE", help="write every number and the machine to FILE")
     add("--plot", metavar="FILE.png",
         help="sweep K and object size; plot time (needs matplotlib)")
@@ -119,8 +93,7 @@ def parse_args(argv=None):
     add("--no-progress", action="store_true", help="no progress bar")
     add("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    defaults = _QUICK if args.quick else _DEFAULTS
-    for key, value in defaults.items():
+    for key, value in (_QUICK if args.quick else _DEFAULTS).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     try:
@@ -129,33 +102,29 @@ def parse_args(argv=None):
         parser.error(f"argument --object-size: {error}")
     if min(args.groups, args.gridsize, args.patch_size, args.repeats) < 1:
         parser.error("--groups, --gridsize, --patch-size and --repeats must be >= 1")
-    _check_rows(parser, args)
+    known = OPERATORS[args.operator].row_ids
+    args.rows = list(known) if args.rows is None else args.rows
+    unknown = sorted(set(args.rows) - set(known))
+    if unknown:
+        parser.error(f"argument --rows: unknown rows {unknown} for --operator "
+                     f"{args.operator}; choose from {', '.join(known)}")
     return args
 
 
 def _config(args):
     height, width = args.object_shape
     return {
-        "groups": args.groups,
-        "gridsize": args.gridsize,
-        "patches": args.groups * args.gridsize**2,
-        "patch_size": args.patch_size,
-        "height": height,
-        "width": width,
-        "dtype": args.dtype,
-        "repeats": args.repeats,
-        "seed": args.seed,
-        "backend": backends.name(),
-        "memory": args.memory,
-        "operator": args.operator,
+        "groups": args.groups, "gridsize": args.gridsize,
+        "patches": args.groups * args.gridsize**2, "patch_size": args.patch_size,
+        "height": height, "width": width, "dtype": args.dtype,
+        "repeats": args.repeats, "seed": args.seed, "backend": backends.name(),
+        "memory": args.memory, "operator": args.operator,
     }
 
 
 def _settings(args):
-    settings = rows_lib.RowSettings(
-        legacy_patches=args.legacy_patches,
-        tiled_budget=args.tiled_budget_mb << 20,
-    )
+    settings = rows.RowSettings(legacy_patches=args.legacy_patches,
+                                tiled_budget=args.tiled_budget_mb << 20)
     if backends.name() == "torch" and args.operator == "extract":
         # Keras's torch affine_transform samples each image through a
         # Python-level map_coordinates, two orders of magnitude slower than
@@ -166,52 +135,14 @@ def _settings(args):
     return settings
 
 
-def _make_case(config):
-    return case_lib.make_case(
-        config["groups"], config["gridsize"], config["patch_size"],
-        config["height"], config["width"], config["dtype"], config["seed"],
-    )
-
-
-def _memory_probe(args):
-    """Hidden mode (``--memory-probe``): one row's peak memory, for
-    `measure.measure_memory` in the parent process."""
-    case = _make_case(_config(args))
-    (row,) = measure.build_rows(args.operator, case, args.rows[:1], _settings(args))
-    return measure.memory_probe(row)
-
-
-# ---------------------------------------------------------------- main
-
-
-def _scaling_report(args, config):
-    sizes = (48, 96) if args.quick else (392, 2048)
-    progress = timing.Progress(0, enabled=not args.no_progress)
-    report = {"operator": args.operator, "sizes": list(sizes)}
-    if args.operator == "place":
-        report.update(placement_scaling.report(config, sizes, args.repeats, progress))
-    else:
-        report["object_sizes"] = scaling.object_size_scaling(
-            config, sizes, args.repeats, progress
-        )
-        report["gradient"] = scaling.gradient_cost(config, sizes, args.repeats, progress)
-    progress.close()
-    return report
-
-
-def _sweep(args, config):
+def _sweep(op, args, config):
     g = args.groups
     group_counts = sorted({max(1, g // 16), max(1, g // 4), g, 4 * g})
     extents = (32, 48, 96) if args.quick else (128, 392, 1024, 2048)
     backends.quiet_retracing()
     progress = timing.Progress(0, enabled=not args.no_progress)
-    if args.operator == "place":
-        options = {"ids": placement_scaling.SWEEP_IDS,
-                   "build": placement_scaling.sweep_rows}
-    else:
-        options = {}
-    result = scaling.sweep(config, group_counts, extents, min(args.repeats, 2),
-                           _settings(args), progress, **options)
+    result = scaling.sweep(op, config, group_counts, extents, min(args.repeats, 2),
+                           _settings(args), progress)
     progress.close()
     return result
 
@@ -219,31 +150,37 @@ def _sweep(args, config):
 def main(argv=None):
     """Run the benchmark; print the table; return the exit status."""
     args = parse_args(argv)
+    op = OPERATORS[args.operator]
     backends.require(args.backend)
     if args.reuse_freed_memory:
         memory.reuse_freed_memory()
     backends.prepare(args.dtype)
-    if args.memory_probe:
-        return _memory_probe(args)
     config = _config(args)
+    if args.memory_probe:
+        # Hidden mode: one row's peak memory, for `measure.measure_memory`.
+        (row,) = op.build_rows(case_lib.from_config(config), args.rows[:1], _settings(args))
+        return measure.memory_probe(row)
     report = {"config": config, "machine": timing.machine_info()}
-    report.update(measure.run_table(args, _make_case(config), _settings(args)))
+    report.update(measure.run_table(op, args, case_lib.from_config(config), _settings(args)))
     print(report_lib.format_table(
         report_lib.HEADERS, [report_lib.table_row(r) for r in report["rows"]]
     ))
-    for note in report_lib.notes(report):
+    for note in report_lib.notes(op, report):
         print("  " + note)
     sys.stdout.flush()
     if args.scaling:
-        report["scaling"] = _scaling_report(args, config)
+        progress = timing.Progress(0, enabled=not args.no_progress)
+        sizes = (48, 96) if args.quick else (392, 2048)
+        report["scaling"] = scaling.report(op, config, sizes, args.repeats, progress)
+        progress.close()
         print()
-        print(report_lib.scaling_table(report["scaling"]))
+        print(report_lib.scaling_table(op, report["scaling"]))
     if args.plot:
-        report["sweep"] = _sweep(args, config)
-        operator = "placement, " if args.operator == "place" else ""
+        report["sweep"] = _sweep(op, args, config)
+        operator = "placement, " if op is PLACE else ""
         scaling.plot(report["sweep"], args.plot,
                      f"{operator}{config['backend']}, N={config['patch_size']}, "
-                     f"{config['dtype']}, {timing.machine_info()['cpu_model']}")
+                     f"{config['dtype']}, {report['machine']['cpu_model']}")
         print(f"\nplot written to {args.plot}")
     if args.json:
         with open(args.json, "w") as handle:

@@ -1,87 +1,39 @@
-"""Running the table: check, then time, each row; its ratios to the fastest
+"""Running a table: check, then time, each row; its ratios to the fastest
 layer row and to the copy; and each row's peak memory, measured in a fresh
-subprocess (the hidden ``--memory-probe`` mode). The table is extraction's
-(`rows`) or placement's (`placement_rows`), by ``--operator``."""
+subprocess (the hidden ``--memory-probe`` mode)."""
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
 
 import numpy as np
 
-from ptycho_layers import ops as patch_ops
 from benchmarks import backends
-from benchmarks import peers
-from benchmarks import placement_rows
-from benchmarks import rows as rows_lib
 from benchmarks import timing
 from benchmarks import working_memory
 
-__all__ = [
-    "OPERATORS",
-    "build_rows",
-    "run_table",
-    "run_row",
-    "add_ratios",
-    "measure_memory",
-    "memory_probe",
-]
+__all__ = ["run_table", "run_row", "add_ratios", "measure_memory", "memory_probe",
+           "short_error"]
 
-# Each operator's rows module: ROW_IDS, LAYER_MODES (its "this layer"
-# rows), build_rows(case, ids, settings, source).
-OPERATORS = {"extract": rows_lib, "place": placement_rows}
-_LAYER_IDS = set(rows_lib.LAYER_MODES) | set(placement_rows.LAYER_MODES)
-
-# Peers compute sample positions in float32 (affine_transform's transforms,
-# crop_and_resize's boxes): ~1e-4 px at a few thousand pixels, so errors of
-# ~1e-4 of the object's range. A wrong peer is off by O(1).
-_TOLERANCE = 1e-3
 _PROBE_TAG = "MEMORY-PROBE "
 # The probes run `python -m benchmarks`, found from the folder above it.
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def build_rows(operator, case, ids, settings, source=None):
-    """The rows `ids` of `operator`'s table for `case`; `source`: the
-    extraction reference patches (the copy rows' source), or the patches to
-    place; made from the case if None."""
-    return OPERATORS[operator].build_rows(case, ids, settings, source)
-
-
-def _extraction_checks(case):
-    images, offsets = backends.to_tensor(case.images), backends.to_tensor(case.offsets)
-    reference = backends.to_numpy(
-        patch_ops.extract_patches_batched(images, offsets, case.patch_size)
-    )
-    float64 = peers.reference_patches(case.images, case.offsets, case.patch_size)
-    return {
-        "source": reference,
-        "reference": reference,
-        "float64": float64,
-        "tolerance": _TOLERANCE * float(np.max(np.abs(case.images))),
-        "reference_error": float(np.max(np.abs(reference - float64), initial=0)),
-        "output_bytes": case.output_bytes,
-    }
-
-
-def _placement_checks(case):
-    patches = placement_rows.case_patches(case)
-    return dict(placement_rows.checks(case, patches), source=patches)
-
-
-def run_table(args, case, settings):
-    """Check and time the rows `args.rows` of `args.operator`'s table for
-    `case`, then (``--memory subprocess``) measure their peak memory.
+def run_table(op, args, case, settings):
+    """Check and time the rows `args.rows` of `op`'s table for `case`, then
+    (``--memory subprocess``) measure their peak memory.
 
     Returns:
         The report's "rows" (dicts of `run_row`, with ratios), and what the
         notes under the table need.
     """
-    checks = (_placement_checks if args.operator == "place" else _extraction_checks)(case)
+    checks = op.checks(case)
     reference, float64 = checks.pop("reference"), checks.pop("float64")
-    rows = build_rows(args.operator, case, args.rows, settings, checks.pop("source"))
+    rows = op.build_rows(case, args.rows, settings)
     runnable = sum(1 for row in rows if not row.skip)
     steps = runnable * (args.repeats + (args.memory == "subprocess"))
     progress = timing.Progress(steps, enabled=not args.no_progress)
@@ -90,33 +42,28 @@ def run_table(args, case, settings):
         for row in rows
     ]
     if args.memory == "subprocess":
-        method = measure_memory(args, results, progress)
+        method = measure_memory(op, args, results, progress)
     else:
         method = "not measured (--memory analytic)"
     progress.close()
-    add_ratios(results)
+    add_ratios(results, op.layer_modes)
     return dict(checks, rows=results, memory_method=method)
 
 
-def _short(error):
+def short_error(error):
+    """The error's type and the start of its first line."""
     text = str(error).strip().splitlines()
     return f"{type(error).__name__}: {text[0][:120] if text else ''}"
 
 
-def run_row(row, reference, float64, tolerance, repeats, progress):
-    """Check one row's output, then time it.
+def _max_error(output, reference):
+    return float(np.max(np.abs(output - reference), initial=0))
 
-    Args:
-        row: a `rows.Row`; its `expected`, if any, replaces `reference`
-            and `float64`.
-        reference: this layer's output (eager) as numpy, the check every
-            row must pass within `tolerance` to be timed; a row covering
-            the first B' rows of offsets is checked on those.
-        float64: the same from the float64 numpy reference (reported), or
-            None.
-        tolerance: max abs error allowed against `reference`.
-        repeats: timed calls.
-        progress: a `timing.Progress`.
+
+def run_row(row, reference, float64, tolerance, repeats, progress):
+    """Check one row's output against `reference` (numpy; the row's own
+    `expected` replaces it and `float64`, the float64 output or None),
+    then, if it is within `tolerance`, time `repeats` calls.
 
     Returns:
         A dict: status ("ok", "skipped", "failed" or "wrong"), reason, the
@@ -135,26 +82,26 @@ def run_row(row, reference, float64, tolerance, repeats, progress):
     try:
         output = backends.to_numpy(row.fn())
     except Exception as error:  # a peer or mode that cannot run here
-        return dict(result, status="failed", reason="n/a: " + _short(error))
-    result["max_error"] = rows_lib.max_error(output, reference)
-    result["max_error_f64"] = (
-        None if float64 is None else rows_lib.max_error(output, float64)
-    )
+        return dict(result, status="failed", reason="n/a: " + short_error(error))
+    if output.shape != reference.shape:
+        return dict(result, status="wrong", reason=f"WRONG output shape {output.shape}")
+    result["max_error"] = _max_error(output, reference)
+    result["max_error_f64"] = None if float64 is None else _max_error(output, float64)
     if not result["max_error"] <= tolerance:
         # Never time a wrong answer: it could look fast.
         reason = f"WRONG output: max error {result['max_error']:.3g}"
         return dict(result, status="wrong", reason=reason)
     result["times_s"] = timing.time_calls(row.fn, repeats, progress=progress)
-    result["median_s"] = timing.median(result["times_s"]) * row.scale
+    result["median_s"] = statistics.median(result["times_s"]) * row.scale
     result["patches_per_s"] = row.patches * row.scale / result["median_s"]
     return result
 
 
-def add_ratios(results):
-    """Set each result's median over the fastest layer row and over the copy."""
+def add_ratios(results, layer_ids):
+    """Set each result's median over the fastest of the `layer_ids` rows
+    and over the copy."""
     timed = {r["id"]: r["median_s"] for r in results if r["status"] == "ok"}
-    layer = [t for i, t in timed.items() if i in _LAYER_IDS]
-    best = min(layer) if layer else None
+    best = min((t for i, t in timed.items() if i in layer_ids), default=None)
     copy = timed.get("copy_numpy", timed.get("copy_backend"))
     for result in results:
         median = result.get("median_s")
@@ -175,7 +122,7 @@ def _probe_argv(args, row_id):
     ] + (["--reuse-freed-memory"] if args.reuse_freed_memory else [])
 
 
-def measure_memory(args, results, progress):
+def measure_memory(op, args, results, progress):
     """Peak RSS growth of each timed row, each in a fresh subprocess."""
     if not timing.peak_memory_supported():
         return "not measured (needs Linux /proc/self/clear_refs)"
@@ -188,7 +135,7 @@ def measure_memory(args, results, progress):
         progress.start(f"peak memory: {result['id']}")
         with tempfile.TemporaryDirectory() as dump:
             row_env = env
-            if result["id"] in _LAYER_IDS:
+            if result["id"] in op.layer_modes:
                 row_env = dict(env, **working_memory.dump_flags(dump))
             done = subprocess.run(_probe_argv(args, result["id"]), env=row_env,
                                   cwd=_ROOT, capture_output=True, text=True)
@@ -210,8 +157,6 @@ def memory_probe(row):
     temp of its compiled program where it has one, printed as a JSON line
     (null if the row does not run)."""
     peak = None if row.skip else timing.peak_growth(row.fn)
-    temp = None
-    if not row.skip and row.temp is not None:
-        temp = row.temp()
+    temp = None if row.skip or row.temp is None else row.temp()
     print(_PROBE_TAG + json.dumps({"peak": peak, "xla_temp": temp}), flush=True)
     return 0

@@ -10,18 +10,11 @@ pixels with the same weights; what falls outside is dropped.
 
 import numpy as np
 from keras import ops
-from keras.src.backend import standardize_dtype
+from keras.backend import standardize_dtype
 
-__all__ = [
-    "split_channels",
-    "merge_channels",
-    "tiled_batch",
-    "tiled_chunk",
-    "crop_and_resize",
-    "reference_patches",
-    "scatter_nd_placement",
-    "reference_placement",
-]
+__all__ = ["split_channels", "merge_channels", "tiled_batch", "tiled_chunk",
+           "crop_and_resize", "reference_patches", "scatter_nd_placement",
+           "reference_placement"]
 
 _COMPLEX = ("complex64", "complex128")
 
@@ -67,15 +60,7 @@ def tiled_batch(images, offsets, patch_size, chunk):
     by its own -offset in one `keras.ops.image.affine_transform` call (a
     (chunk, 8) batch of transforms), then cropped to the top-left NxN.
     Work and memory are O(K*H*W), as for the legacy loop, but in few calls.
-
-    Args:
-        images: (1, H, W), real or complex.
-        offsets: (B, c, 2), [x, y].
-        patch_size: N.
-        chunk: patches translated per call (see `tiled_chunk`).
-
-    Returns:
-        (B, N, N, c) in the images' dtype.
+    `chunk`: patches translated per call (see `tiled_chunk`).
     """
     dtype = standardize_dtype(images.dtype)
     half = patch_size // 2
@@ -117,14 +102,6 @@ def crop_and_resize(images, offsets, patch_size):
     where zero extension still blends the edge pixel with a zero; with the
     ring, both agree everywhere. Box corners are normalised by the padded
     (H+1, W+1). The kernel computes in float32 whatever the input dtype.
-
-    Args:
-        images: (1, H, W) TensorFlow tensor, real or complex.
-        offsets: (B, c, 2), [x, y].
-        patch_size: N.
-
-    Returns:
-        (B, N, N, c) in the images' dtype (float32 precision).
     """
     import tensorflow as tf
 
@@ -158,15 +135,8 @@ def reference_patches(images, offsets, patch_size, groups_per_step=64):
 
     Used to check the vectorized kernel itself, so that the benchmark's
     check of every row against that kernel rests on something independent.
-
-    Args:
-        images: (1, H, W) numpy array.
-        offsets: (B, c, 2) numpy array.
-        patch_size: N.
-        groups_per_step: rows of offsets done at a time (bounds memory).
-
-    Returns:
-        (B, N, N, c), complex128 for complex images, else float64.
+    Takes numpy arrays; `groups_per_step` rows of offsets at a time (bounds
+    memory). Returns complex128 for complex images, else float64.
     """
     image = np.asarray(images)[0]
     kind = np.complex128 if np.iscomplexobj(image) else np.float64
@@ -221,14 +191,6 @@ def scatter_nd_placement(patches, offsets, image_shape):
     pairs, scattered in one call. A neighbour outside the object gets
     weight 0 at a clamped index (out-of-range indices are an error on CPU).
     Weights are computed in the offsets' precision.
-
-    Args:
-        patches: (B, N, N, c) TensorFlow tensor, real or complex.
-        offsets: (B, c, 2), [x, y].
-        image_shape: (H, W).
-
-    Returns:
-        (1, H, W) in the patches' dtype.
     """
     import tensorflow as tf
 
@@ -260,16 +222,9 @@ def reference_placement(patches, offsets, image_shape, groups_per_step=64):
     """Float64 numpy placement, by the convention's formula: every patch
     value added into its four pixels with bilinear weights (`np.add.at`)
     of a zero-extended object; what falls outside is dropped, and so is a
-    patch whose offset is not finite.
-
-    Args:
-        patches: (B, N, N, c) numpy array.
-        offsets: (B, c, 2) numpy array.
-        image_shape: (H, W).
-        groups_per_step: rows of offsets done at a time (bounds memory).
-
-    Returns:
-        (1, H, W), complex128 for complex patches, else float64.
+    patch whose offset is not finite. Takes numpy arrays, `groups_per_step`
+    rows of offsets at a time; returns complex128 for complex patches, else
+    float64.
     """
     patches = np.asarray(patches)
     kind = np.complex128 if np.iscomplexobj(patches) else np.float64

@@ -1,5 +1,6 @@
 """What the benchmark prints and writes: the table, its notes, the scaling
-table, and JSON-safe values for ``--json``."""
+table, and JSON-safe values for ``--json``; one form for both operators,
+named by the `rows.Operator` they are given."""
 
 import math
 
@@ -7,14 +8,10 @@ import numpy as np
 
 from benchmarks import scaling
 
-__all__ = [
-    "HEADERS",
-    "format_table",
-    "table_row",
-    "notes",
-    "scaling_table",
-    "json_safe",
-]
+__all__ = ["HEADERS", "format_table", "table_row", "notes", "scaling_table", "json_safe"]
+
+HEADERS = ["row", "median s", "patches/s", "vs layer best", "vs copy",
+           "peak RSS", "XLA temp", "est. mem", "err vs layer", "err vs f64"]
 
 
 def _seconds(value):
@@ -58,16 +55,12 @@ def format_table(headers, body):
     return "\n".join([line(headers), rule] + [line(cells) for cells in body])
 
 
-HEADERS = ["row", "median s", "patches/s", "vs layer best", "vs copy",
-            "peak RSS", "XLA temp", "est. mem", "err vs layer", "err vs f64"]
-
-
 def table_row(result):
+    """The cells of one row's result (`measure.run_row`)."""
+    errors = [_error(result.get("max_error")), _error(result.get("max_error_f64"))]
     if result["status"] != "ok":
-        blank = ["-"] * 3 + ["-", "-", _bytes(result.get("estimate_bytes")),
-                             _error(result.get("max_error")),
-                             _error(result.get("max_error_f64"))]
-        return [result["label"], result["reason"]] + blank
+        return ([result["label"], result["reason"]] + ["-"] * 5
+                + [_bytes(result.get("estimate_bytes"))] + errors)
     return [
         result["label"],
         _seconds(result["median_s"]),
@@ -77,119 +70,72 @@ def table_row(result):
         _bytes(result.get("peak_rss_bytes")),
         _bytes(result.get("xla_temp_bytes")),
         _bytes(result.get("estimate_bytes")),
-        _error(result["max_error"]),
-        _error(result["max_error_f64"]),
-    ]
+    ] + errors
 
 
-def notes(report):
+def notes(op, report):
+    """The lines under the table."""
     config, machine = report["config"], report["machine"]
+    size, layer = config["patch_size"], op.layer_label
     versions = machine["versions"]
-    backend_version = versions.get(
-        {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}[config["backend"]]
-    )
-    place = config.get("operator") == "place"
-    lines = _placement_notes(report) if place else _extraction_notes(report)
     settings = machine.get("allocator_settings") or {}
     allocator = "; " + " ".join(f"{k}={v}" for k, v in settings.items()) if settings else ""
-    return lines + [
+    return [
+        f"K = {config['groups']} x {config['gridsize']}**2 = {config['patches']} "
+        f"patches of {size}x{size} {op.case_words.format(**config)}; offsets uniform over "
+        f"the object (seed {config['seed']}); median of {config['repeats']} calls "
+        "after warm-up calls (at least one, for 0.5 s); scaled rows time a "
+        "subset and multiply by K / subset.",
+        f"vs layer best: median / fastest '{layer}' row; vs copy: median / "
+        f"np.copyto of an array the size of the {op.copied} (the memory-bandwidth floor).",
+        f"peak RSS: {report['memory_method']}. XLA temp: {layer}'s working "
+        "memory beyond its inputs and output, from XLA's buffer assignment of "
+        f"the compiled forward pass (output: {_bytes(report['output_bytes'])}; "
+        f"patches: {_bytes(report['patches_bytes'])}). est. mem: analytic "
+        "estimate of each row's working memory (computed, not measured).",
+        f"err vs layer: max |row - {layer}, eager| (tolerance "
+        f"{report['tolerance']:.1e}, 1e-3 of {op.scale_words}; rows above it are not "
+        "timed); a scaled row is checked on its subset, a copy against its "
+        f"source. err vs f64: against a float64 numpy {op.float64_words}; {layer}, "
+        f"eager, vs it: {report['reference_error']:.1e}.",
+        *op.extra_notes,
         f"{machine['cpu_model']}, {machine['cpu_count']} CPUs "
         f"({machine['cpus_usable']} usable); python {machine['python']}, "
-        f"keras {versions['keras']}, {config['backend']} {backend_version}{allocator}.",
+        f"keras {versions['keras']}, {config['backend']} "
+        f"{versions.get(config['backend'])}{allocator}.",
     ]
 
 
-def _timing_note(config):
-    return (f"median of {config['repeats']} calls after warm-up calls (at least "
-            "one, for 0.5 s); scaled rows time a subset and multiply by K / subset.")
-
-
-def _extraction_notes(report):
-    config = report["config"]
-    return [
-        f"K = {config['groups']} x {config['gridsize']}**2 = {config['patches']} "
-        f"patches of {config['patch_size']}x{config['patch_size']} from a "
-        f"{config['height']}x{config['width']} {config['dtype']} object; offsets "
-        f"uniform over the object (seed {config['seed']}); " + _timing_note(config),
-        "vs layer best: median / fastest 'this layer' row; vs copy: median / "
-        "np.copyto of an output-sized array (the memory-bandwidth floor).",
-        f"peak RSS: {report['memory_method']}. XLA temp: this layer's "
-        "working memory beyond its inputs and output, from XLA's buffer "
-        f"assignment of the compiled forward pass (output: "
-        f"{_bytes(report['output_bytes'])}). est. mem: analytic estimate of "
-        "each row's working memory (computed, not measured).",
-        f"err vs layer: max |row - this layer, eager| (tolerance "
-        f"{report['tolerance']:.1e}; rows above it are not timed). err vs "
-        "f64: against a float64 numpy evaluation of the convention; this "
-        f"layer, eager, vs it: {report['reference_error']:.1e}.",
-    ]
-
-
-def _placement_notes(report):
-    config = report["config"]
-    size = config["patch_size"]
-    return [
-        f"K = {config['groups']} x {config['gridsize']}**2 = {config['patches']} "
-        f"patches of {size}x{size} (the float64 reference extraction of the "
-        f"case) placed into one {config['height']}x{config['width']} "
-        f"{config['dtype']} object; offsets uniform over the object (seed "
-        f"{config['seed']}); " + _timing_note(config),
-        "vs layer best: median / fastest place_patches row; vs copy: median / "
-        "np.copyto of a patches-sized array (the memory-bandwidth floor).",
-        f"peak RSS: {report['memory_method']}. XLA temp: place_patches's "
-        "working memory beyond its inputs and output, from XLA's buffer "
-        "assignment of the compiled forward pass (patches: "
-        f"{_bytes(report['patches_bytes'])}, target <= 1x; object: "
-        f"{_bytes(report['output_bytes'])}). est. mem: analytic estimate of "
-        "each row's working memory (computed, not measured).",
-        "err vs layer: max |row - place_patches, eager| (tolerance "
-        f"{report['tolerance']:.1e}, 1e-3 of the placed object's largest "
-        "value; rows above it are not timed): a scaled row on its subset's "
-        "placement, reassemble against reassemble eager, copies against "
-        "their source, zeroing against zeros. err vs f64: against a float64 "
-        "numpy placement (np.add.at); place_patches, eager, vs it: "
-        f"{report['reference_error']:.1e}.",
-        "object zeroing: the cost of the fresh object every placement fills; "
-        "--scaling reports placement at 392 vs 2048 with it subtracted.",
-    ]
-
-
-def scaling_table(report):
-    size_result, grad = report["object_sizes"], report["gradient"]
-    sizes = report["sizes"]
-    place = report.get("operator") == "place"
-    name = "place_patches s" if place else "this layer forward s"
+def scaling_table(op, report):
+    """The ``--scaling`` report (`scaling.report`) as a table."""
+    sizes, grad = report["sizes"], report["gradient"]
+    zeroing = report.get("zeroing")
+    name = f"{op.layer_label} forward s"
     headers = ["measure"] + [f"object {s}" for s in sizes] + ["ratio", "target"]
-    size_target = f"<= {scaling.SIZE_TARGET}x"
+    # The target holds for the layer's own work: without the zeroing.
+    target = f"<= {scaling.SIZE_TARGET}x"
     body = []
-    for mode, entry in size_result.items():
+    for mode, entry in report["object_sizes"].items():
         if "failed" in entry:
-            body.append([f"{name}, {mode}", entry["failed"]]
-                        + ["-"] * (len(sizes) - 1) + ["-", ""])
+            body.append([f"{name}, {mode}", entry["failed"]] + ["-"] * len(sizes) + [""])
             continue
-        body.append([f"{name}, {mode}"]
-                    + [_seconds(s) for s in entry["seconds"]]
-                    + [_ratio(entry["ratio"]), "" if place else size_target])
-    if place:
-        zeroing = report["zeroing"]
+        body.append([f"{name}, {mode}"] + [_seconds(s) for s in entry["seconds"]]
+                    + [_ratio(entry["ratio"]), "" if zeroing else target])
+    if zeroing:
         body.append([f"object zeroing s, {zeroing['label']}"]
                     + [_seconds(s) for s in zeroing["seconds"]]
                     + [_ratio(zeroing["ratio"]), ""])
-        for mode, entry in size_result.items():
+        for mode, entry in report["object_sizes"].items():
             if "failed" not in entry:
-                body.append([f"place_patches - zeroing s, {mode}"]
+                body.append([f"{op.layer_label} - zeroing s, {mode}"]
                             + [_seconds(s) for s in entry["net_seconds"]]
-                            + [_ratio(entry["net_ratio"]), size_target])
+                            + [_ratio(entry["net_ratio"]), target])
     points = grad["points"]
-    wrt = " (d/d patches)" if place else ""
     for key, label in (("forward_s", "loss forward s"),
-                       ("forward_backward_s", f"loss forward+backward{wrt} s")):
-        body.append([f"{label}, {grad['mode']}"]
-                    + [_seconds(p[key]) for p in points] + ["", ""])
-    body.append([f"backward / forward, {grad['mode']}"]
-                + [_ratio(p["ratio"]) for p in points]
-                + [_ratio(max(p["ratio"] for p in points)),
-                   f"<= {scaling.BACKWARD_TARGET}x"])
+                       ("forward_backward_s", f"loss forward+backward (d/d {op.wrt}) s")):
+        body.append([f"{label}, {grad['mode']}"] + [_seconds(p[key]) for p in points] + ["", ""])
+    body.append([f"backward / forward, {grad['mode']}"] + [_ratio(p["ratio"]) for p in points]
+                + [_ratio(max(p["ratio"] for p in points)), f"<= {scaling.BACKWARD_TARGET}x"])
     return format_table(headers, body)
 
 

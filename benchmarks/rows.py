@@ -1,46 +1,31 @@
-"""The rows of the table: this layer, its peers and the copy floor.
+"""The rows of a table, written once for both operators.
 
-A row is a zero-argument callable returning (B', N, N, c) patches for the
-first B' rows of the case's offsets (B' = B unless the row times a subset
-and scales its time up), with what the table needs to describe it.
+`Operator` is what a table times. A subclass (`extract.Extraction`,
+`place.Placement`) supplies what differs: the layer's call, its input,
+its float64 reference, its memory estimates and its own peers' rows. The
+rows every table has are built here: the legacy per-patch loop, the layer
+in each compile mode, and the copy floor.
+
+A row is a zero-argument callable returning the operator's output for the
+case, or for its first B' rows of offsets when the row times a subset and
+scales its time up, with what the table needs to describe it.
 """
 
 import dataclasses
+import functools
 from typing import Callable, Optional
 
 import numpy as np
 
-from ptycho_layers import ops as patch_ops
-from ptycho_layers.ops import padded_table
-from ptycho_layers.functional import extract_patches
 from benchmarks import backends
-from benchmarks import case as case_lib
-from benchmarks import peers
-from benchmarks import working_memory
 
-__all__ = [
-    "ROW_IDS",
-    "LAYER_MODES",
-    "Row",
-    "RowSettings",
-    "build_rows",
-    "max_error",
-    "subset_note",
-]
-
-ROW_IDS = (
-    "legacy",
-    "tiled",
-    "crop_and_resize",
-    "layer_eager",
-    "layer_graph",
-    "layer_xla",
-    "copy_numpy",
-    "copy_backend",
-)
-LAYER_MODES = {"layer_eager": "eager", "layer_graph": "graph", "layer_xla": "xla"}
+__all__ = ["Row", "RowSettings", "Operator", "subset_note", "tensorflow_only"]
 
 _GIB = 1 << 30
+# Peers compute sample positions in float32 (affine_transform's transforms,
+# crop_and_resize's boxes): ~1e-4 px at a few thousand pixels, so errors of
+# ~1e-4 of the values' range. A wrong peer is off by O(1).
+TOLERANCE = 1e-3
 
 
 @dataclasses.dataclass
@@ -79,16 +64,6 @@ class RowSettings:
     tiled_full_bytes: int = 2 * _GIB
 
 
-def max_error(patches, reference):
-    """Max |patches - reference| over the rows `patches` covers."""
-    patches = backends.to_numpy(patches)
-    return float(np.max(np.abs(patches - reference[: patches.shape[0]]), initial=0))
-
-
-def _tensors(case):
-    return backends.to_tensor(case.images), backends.to_tensor(case.offsets)
-
-
 def subset_note(part, case):
     """The label's note for a row timed on `part`, a subset of `case`."""
     if part.count == case.count:
@@ -96,167 +71,123 @@ def subset_note(part, case):
     return f", timed on {part.count} of {case.count} patches, x{case.count / part.count:.0f}"
 
 
-def _legacy(case, settings, reference):
-    part = case.subset(settings.legacy_patches)
-    mode = backends.peer_mode()
-    size = case.patch_size
-    fn = backends.compile_fn(
-        lambda im, off: patch_ops.extract_patches_legacy(im, off, size), mode
-    )
-    images, offsets = _tensors(part)
-    padded = case_lib.padded_object_bytes(case, size // 2)
-    return Row(
-        "legacy",
-        f"legacy (batched=False, {backends.mode_label(mode)}{subset_note(part, case)})",
-        lambda: fn(images, offsets),
-        patches=part.count,
-        scale=case.count / part.count,
-        # One gathered padded object, its translation and a temporary,
-        # plus the channel canvas and the complex result.
-        estimate=3 * padded + 2 * part.output_bytes,
-    )
-
-
-def _tiled(case, settings, reference):
-    padded = case_lib.padded_object_bytes(case, case.patch_size // 2)
-    chunk = peers.tiled_chunk(padded, settings.tiled_budget)
-    part = case
-    if case.count * padded > settings.tiled_full_bytes:
-        part = case.subset(settings.legacy_patches)
-    chunk = min(chunk, part.count)
-    mode = backends.peer_mode()
-    size = case.patch_size
-    fn = backends.compile_fn(
-        lambda im, off: peers.tiled_batch(im, off, size, chunk), mode
-    )
-    images, offsets = _tensors(part)
-    return Row(
-        "tiled",
-        f"tiled batch (affine_transform, chunks of {chunk}, "
-        f"{backends.mode_label(mode)}{subset_note(part, case)})",
-        lambda: fn(images, offsets),
-        patches=part.count,
-        scale=case.count / part.count,
-        estimate=3 * chunk * padded + 2 * part.output_bytes,
-    )
-
-
-def _crop_and_resize(case, settings, reference):
-    label = "tf.image.crop_and_resize"
+def tensorflow_only(row_id, label):
+    """A skipped row, on backends other than TensorFlow; else None."""
     if backends.name() != "tensorflow":
-        return Row("crop_and_resize", label, skip="skipped: TensorFlow only")
-    size = case.patch_size
-    fn = backends.compile_fn(
-        lambda im, off: peers.crop_and_resize(im, off, size), "graph"
-    )
-    images, offsets = _tensors(case)
-    channels = 2 if np.dtype(case.dtype).kind == "c" else 1
-    crops = case.count * size**2 * channels * 4  # always float32
-    return Row(
-        "crop_and_resize",
-        f"{label} (C++ kernel, {backends.mode_label('graph')})",
-        lambda: fn(images, offsets),
-        patches=case.count,
-        estimate=case_lib.padded_object_bytes(case, 1) + crops + case.output_bytes,
-    )
+        return Row(row_id, label, skip="skipped: TensorFlow only")
+    return None
 
 
-def _layer(row_id):
-    mode = LAYER_MODES[row_id]
+class Operator:
+    """One table: its rows, its layer's call and what they are checked
+    against. A subclass sets the class attributes and defines:
 
-    def build(case, settings, reference):
-        label = f"this layer, {backends.mode_label(mode)}"
+    - call(case, batched=True): (x, offsets) -> the layer's output;
+    - source(case): x, the numpy input the layer takes besides the offsets;
+    - float64(case): the output by a float64 numpy evaluation;
+    - output_shape(case); value_scale(case, reference): what the tolerance
+      is a fraction of;
+    - legacy_estimate(case, part), layer_estimate(case): working bytes;
+    - layer_temp(case, x, offsets): XLA temp bytes of the layer, or None;
+    - peer_rows(): {row id: builder(case, settings) -> Row}, its own rows;
+    - case_words, scale_words, float64_words, extra_notes: the words the
+      notes under its table need (`report.notes`).
+    """
+
+    name = ""  # --operator
+    layer_label = ""  # the layer rows' label: "this layer", "place_patches"
+    legacy_id = legacy_label = ""
+    copied = ""  # what the copy rows copy, as the table names it
+    row_ids = ()
+    layer_modes = {}  # the layer rows: id -> compile mode
+    sweep_ids = ()  # the rows `--plot` sweeps
+    wrt = ""  # what the layer's gradient is taken with respect to
+    zeroes_object = False  # whether its output is a fresh object it fills
+
+    def inputs(self, case):
+        return backends.to_tensor(self.source(case)), backends.to_tensor(case.offsets)
+
+    def expected(self, case):
+        """(this layer's eager output as numpy, the float64 output)."""
+        reference = backends.to_numpy(self.call(case)(*self.inputs(case)))
+        return reference, self.float64(case)
+
+    def checks(self, case):
+        """What the table's rows are checked against, and the numbers the
+        notes give about it."""
+        reference, float64 = self.expected(case)
+        scale = float(self.value_scale(case, reference)) or 1.0
+        return {
+            "reference": reference,
+            "float64": float64,
+            "tolerance": TOLERANCE * scale,
+            "reference_error": float(np.max(np.abs(reference - float64), initial=0)),
+            "output_bytes": int(np.prod(self.output_shape(case))) * case.itemsize,
+            "patches_bytes": case.patches_bytes,
+        }
+
+    def build_rows(self, case, ids=None, settings=None):
+        """The rows named by `ids` (all if None), in table order."""
+        settings = settings or RowSettings()
+        builders = {
+            self.legacy_id: self.legacy_row,
+            "copy_numpy": self.copy_numpy_row,
+            "copy_backend": self.copy_backend_row,
+            **{i: functools.partial(self.layer_row, i) for i in self.layer_modes},
+            **self.peer_rows(),
+        }
+        ids = self.row_ids if ids is None else ids
+        return [builders[i](case, settings) for i in self.row_ids if i in ids]
+
+    def timed(self, row_id, label, fn, mode, case, part=None, temp=None, **fields):
+        """A row timing `fn(x, offsets)` compiled for `mode`, on `part` of
+        `case` (all of it if None); a subset's output is checked against
+        the layer's for that subset. `temp`: None, or (x, offsets) -> XLA
+        temp bytes."""
+        part = part or case
+        compiled = backends.compile_fn(fn, mode)
+        inputs = self.inputs(part)
+        if part.count != case.count:
+            fields.setdefault("expected", lambda: self.expected(part))
+        return Row(
+            row_id, label, lambda: compiled(*inputs),
+            patches=part.count, scale=case.count / part.count,
+            temp=temp and (lambda: temp(*inputs)), **fields,
+        )
+
+    def legacy_row(self, case, settings):
+        part = case.subset(settings.legacy_patches)
+        mode = backends.peer_mode()
+        label = (f"{self.legacy_label} (batched=False, {backends.mode_label(mode)}"
+                 f"{subset_note(part, case)})")
+        return self.timed(self.legacy_id, label, self.call(case, batched=False), mode,
+                          case, part, estimate=self.legacy_estimate(case, part))
+
+    def layer_row(self, row_id, case, settings):
+        mode = self.layer_modes[row_id]
+        label = f"{self.layer_label}, {backends.mode_label(mode)}"
         reason = backends.mode_unavailable(mode)
         if reason:
             return Row(row_id, label, skip=reason)
-        size = case.patch_size
-        fn = backends.compile_fn(
-            lambda im, off: extract_patches(im, off, size), mode
-        )
-        images, offsets = _tensors(case)
-        groups, channels = case.offsets.shape[:2]
-        shape = (1,) + tuple(case.shape)
-        if padded_table.fits(shape, groups, channels, size):
-            # The output and the padded table; no window buffer.
-            count, height, width = shape
-            working = count * padded_table.length(height, width, size + 1) * case.itemsize
-        else:
-            # The (N+1)^2 windows of the largest piece of the batch, alive
-            # one piece at a time.
-            pieces = patch_ops.batch_pieces(groups, channels, size)
-            largest = max((stop or groups) - start for start, stop in pieces)
-            working = largest * channels * (size + 1) ** 2 * case.itemsize
-        return Row(
-            row_id,
-            label,
-            lambda: fn(images, offsets),
-            patches=case.count,
-            estimate=case.output_bytes + working,
-            temp=lambda: working_memory.compiled_temp_bytes(images, offsets, size),
-        )
+        return self.timed(row_id, label, self.call(case), mode, case,
+                          temp=functools.partial(self.layer_temp, case),
+                          estimate=self.layer_estimate(case))
 
-    return build
+    def copy_numpy_row(self, case, settings):
+        source = case.patches
+        # A written copy, not np.empty: its pages must be resident already,
+        # or the first copy would count them as new memory.
+        target = source.copy()
 
+        def copy():
+            np.copyto(target, source)
+            return target
 
-def _copy_numpy(case, settings, reference):
-    # C order, whatever the layout of the layer's output (PyTorch's is a
-    # view with the groups moved last): copied from a strided array,
-    # np.copyto took 4.5 ms, not 1.2, and would no longer be the floor.
-    source = np.ascontiguousarray(reference)
-    # A written copy, not np.empty: its pages must be resident already, or
-    # the first copy would count them as new memory.
-    target = source.copy()
+        return Row("copy_numpy", f"{self.copied} copy, np.copyto into a preallocated array",
+                   copy, patches=case.count, estimate=0, expected=lambda: (source, None))
 
-    def copy():
-        np.copyto(target, source)
-        return target
-
-    return Row(
-        "copy_numpy",
-        "output copy, np.copyto into a preallocated array",
-        copy,
-        patches=case.count,
-        estimate=0,
-    )
-
-
-def _copy_backend(case, settings, reference):
-    source = backends.to_tensor(np.ascontiguousarray(reference))
-    return Row(
-        "copy_backend",
-        f"output copy, {backends.native_copy_label()}",
-        lambda: backends.native_copy(source),
-        patches=case.count,
-        estimate=case.output_bytes,
-    )
-
-
-_BUILDERS = {
-    "legacy": _legacy,
-    "tiled": _tiled,
-    "crop_and_resize": _crop_and_resize,
-    "layer_eager": _layer("layer_eager"),
-    "layer_graph": _layer("layer_graph"),
-    "layer_xla": _layer("layer_xla"),
-    "copy_numpy": _copy_numpy,
-    "copy_backend": _copy_backend,
-}
-
-
-def build_rows(case, ids=ROW_IDS, settings=None, reference=None):
-    """The rows named by `ids`, in table order.
-
-    Args:
-        case: a `case.Case`.
-        ids: row ids from `ROW_IDS`.
-        settings: a `RowSettings` (defaults if None).
-        reference: (B, N, N, c) numpy patches of the case, the source of the
-            copy rows (zeros of that shape if None).
-    """
-    settings = settings or RowSettings()
-    if reference is None:
-        size = case.patch_size
-        reference = np.zeros(
-            (case.offsets.shape[0], size, size, case.offsets.shape[1]), case.dtype
-        )
-    return [_BUILDERS[i](case, settings, reference) for i in ROW_IDS if i in ids]
+    def copy_backend_row(self, case, settings):
+        source = backends.to_tensor(case.patches)
+        return Row("copy_backend", f"{self.copied} copy, {backends.native_copy_label()}",
+                   lambda: backends.native_copy(source), patches=case.count,
+                   estimate=case.patches_bytes, expected=lambda: (case.patches, None))

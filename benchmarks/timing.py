@@ -1,4 +1,4 @@
-"""Measuring: median times, peak memory, progress, the machine.
+"""Measuring: call times, peak memory, progress, the machine.
 
 Peak memory is the growth of the process's peak resident set (VmHWM in
 /proc/self/status) over a row's first call, in a fresh process that has
@@ -14,24 +14,14 @@ import ctypes
 import gc
 import os
 import platform
-import statistics
 import sys
 import time
 
 from ptycho_layers import memory
 from benchmarks import backends
 
-__all__ = [
-    "time_calls",
-    "time_interleaved",
-    "median",
-    "peak_memory_supported",
-    "peak_growth",
-    "Progress",
-    "machine_info",
-    "allocator_settings",
-]
-
+__all__ = ["time_calls", "time_interleaved", "peak_memory_supported", "peak_growth",
+           "Progress", "machine_info"]
 
 # Warm-up: calls until this many seconds have passed (at least one call,
 # at most WARMUP_CALLS). Beyond tracing and compilation, a process's first
@@ -40,44 +30,28 @@ __all__ = [
 # each, then 4 ms): one call would not cover them.
 WARMUP_SECONDS = 0.5
 WARMUP_CALLS = 20
-
-
-def _warm_up(fn):
-    start = time.perf_counter()
-    for _ in range(WARMUP_CALLS):
-        backends.block(fn())
-        if time.perf_counter() - start >= WARMUP_SECONDS:
-            break
+# Environment variables that change how fresh buffers are allocated, and
+# with it most rows' times; glibc's MALLOC_* too.
+ALLOCATOR_VARIABLES = ("GLIBC_TUNABLES", "THP_MEM_ALLOC_ENABLE", "LD_PRELOAD")
 
 
 def time_calls(fn, repeats, progress=None):
-    """Seconds per call of `fn()` over `repeats` calls, after warm-up
-    calls (`WARMUP_SECONDS`), which pay for tracing and compilation and
-    are left out. Returns the list of times; report their median.
-    """
-    _warm_up(fn)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        backends.block(fn())
-        times.append(time.perf_counter() - start)
-        if progress is not None:
-            progress.step()
-    return times
+    """Seconds of each of `repeats` calls of `fn()`, after warm-up calls
+    (`WARMUP_SECONDS`), which pay for tracing and compiling."""
+    return time_interleaved({None: fn}, repeats, progress)[None]
 
 
 def time_interleaved(fns, repeats, progress=None):
-    """Seconds per call of each `fns[key]()`, the calls taken in turns.
-
-    On a shared machine the speed drifts over a run; timing the functions
-    one after another would put the drift between them. Here every round
-    times each function once (after each one's warm-up), so drift affects
-    all alike and the ratio of their medians holds.
-
-    Returns {key: list of `repeats` times}.
-    """
+    """{key: seconds of each of `repeats` calls of `fns[key]()`}, after
+    each one's warm-up, the calls taken in turns: on a shared machine the
+    speed drifts over a run, and in turns it affects all alike, so the
+    ratio of their medians holds."""
     for fn in fns.values():
-        _warm_up(fn)
+        start = time.perf_counter()
+        for _ in range(WARMUP_CALLS):
+            backends.block(fn())
+            if time.perf_counter() - start >= WARMUP_SECONDS:
+                break
     times = {key: [] for key in fns}
     for _ in range(repeats):
         for key, fn in fns.items():
@@ -87,10 +61,6 @@ def time_interleaved(fns, repeats, progress=None):
             if progress is not None:
                 progress.step()
     return times
-
-
-def median(times):
-    return statistics.median(times) if times else float("nan")
 
 
 def _status_bytes(field):
@@ -106,13 +76,6 @@ def _reset_peak():
         clear_refs.write("5")
 
 
-def _trim_heap():
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc: only the baseline is a little higher
-
-
 def peak_memory_supported():
     """True where the peak RSS can be read and reset (Linux)."""
     try:
@@ -124,13 +87,13 @@ def peak_memory_supported():
 
 
 def peak_growth(fn):
-    """Bytes by which one call of `fn()` raises the process's peak RSS.
-
-    Meant for `fn`'s first call in a fresh process (see the module's
-    docstring). The result is alive at the end, so the output is included.
-    """
+    """Bytes by which one call of `fn()` raises the process's peak RSS,
+    its output included (meant for `fn`'s first call in a fresh process)."""
     gc.collect()
-    _trim_heap()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc: only the baseline is a little higher
     _reset_peak()
     before = _status_bytes("VmRSS")
     result = backends.block(fn())
@@ -140,15 +103,12 @@ def peak_growth(fn):
 
 
 class Progress:
-    """A one-line progress bar on stderr (plain lines when not a tty)."""
+    """Progress on stderr: a one-line bar on a terminal, else a line per
+    step started."""
 
-    def __init__(self, total, enabled=True, width=28):
-        self.total = max(1, total)
-        self.done = 0
-        self.label = ""
-        self.width = width
-        self.enabled = enabled
-        self.tty = sys.stderr.isatty()
+    def __init__(self, total, enabled=True):
+        self.total, self.done, self.label = max(1, total), 0, ""
+        self.enabled, self.tty = enabled, sys.stderr.isatty()
         self.started = time.perf_counter()
 
     def start(self, label):
@@ -157,24 +117,21 @@ class Progress:
             print(f"[{self.done}/{self.total}] {label}", file=sys.stderr, flush=True)
         self._draw()
 
-    def step(self, count=1):
-        self.done = min(self.total, self.done + count)
+    def step(self):
+        self.done = min(self.total, self.done + 1)
         self._draw()
 
     def close(self):
         if self.enabled and self.tty:
-            sys.stderr.write("\r" + " " * (self.width + 70) + "\r")
-            sys.stderr.flush()
+            sys.stderr.write("\r" + " " * 98 + "\r")
 
     def _draw(self):
-        if not (self.enabled and self.tty):
-            return
-        filled = int(self.width * self.done / self.total)
-        bar = "#" * filled + "." * (self.width - filled)
-        elapsed = time.perf_counter() - self.started
-        text = f"\r[{bar}] {self.done}/{self.total} {elapsed:5.0f}s {self.label}"
-        sys.stderr.write(text[: self.width + 70].ljust(self.width + 70))
-        sys.stderr.flush()
+        if self.enabled and self.tty:
+            bar = ("#" * int(28 * self.done / self.total)).ljust(28, ".")
+            elapsed = time.perf_counter() - self.started
+            text = f"[{bar}] {self.done}/{self.total} {elapsed:5.0f}s {self.label}"
+            sys.stderr.write("\r" + text[:98].ljust(98))
+            sys.stderr.flush()
 
 
 def _cpu_model():
@@ -189,15 +146,12 @@ def _cpu_model():
 
 
 def machine_info():
-    """CPU, cores and software versions, for the JSON file and the table."""
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count()
+    """CPU, cores, software versions and allocator settings."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
     return {
         "cpu_model": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "cpus_usable": usable,
+        "cpus_usable": usable or os.cpu_count(),
         "platform": platform.platform(),
         "python": platform.python_version(),
         "backend": backends.name(),
@@ -206,15 +160,9 @@ def machine_info():
     }
 
 
-# Environment variables that change how fresh buffers are allocated, and
-# with it most rows' times (see the README's benchmark notes).
-ALLOCATOR_VARIABLES = ("GLIBC_TUNABLES", "THP_MEM_ALLOC_ENABLE", "LD_PRELOAD")
-
-
 def allocator_settings():
-    """{name: value} of the allocator variables set in this process
-    (glibc's MALLOC_* included), and `reuse_freed_memory`'s limit where it
-    was called."""
+    """{name: value} of the allocator variables set in this process, and
+    `reuse_freed_memory`'s limit where it was called."""
     settings = {
         name: value
         for name, value in sorted(os.environ.items())

@@ -25,13 +25,13 @@ from benchmarks import case as case_lib
 from benchmarks import cli
 from benchmarks import measure
 from benchmarks import peers
-from benchmarks import placement_rows
-from benchmarks import placement_scaling
 from benchmarks import report as report_lib
 from benchmarks import rows as rows_lib
 from benchmarks import scaling
 from benchmarks import timing
 from benchmarks.__main__ import requested_backend
+from benchmarks.extract import EXTRACT
+from benchmarks.place import PLACE
 
 # Labels every table starts its rows with, whatever the backend.
 ROW_NAMES = [
@@ -188,13 +188,13 @@ def test_placement_rows_are_checked_against_what_they_return():
     case = case_lib.make_case(6, 2, 4, 16, 16, "complex64")
     settings = rows_lib.RowSettings(legacy_patches=8)
     ids = ["place_legacy", "reassemble", "copy_numpy", "zero_object"]
-    legacy, average, copy, zeros = placement_rows.build_rows(case, ids, settings)
+    legacy, average, copy, zeros = PLACE.build_rows(case, ids, settings)
     assert legacy.patches == 8 and legacy.scale == 3.0
     assert "8 of 24 patches" in legacy.label
     # The subset's placement, not the whole case's.
     reference, float64 = legacy.expected()
     rows = legacy.patches // case.offsets.shape[1]
-    subset = placement_rows.case_patches(case)[:rows]
+    subset = case.patches[:rows]
     np.testing.assert_allclose(float64, oracle_place(subset, case.offsets[:rows], (16, 16)), atol=1e-12)
     np.testing.assert_allclose(ops.convert_to_numpy(legacy.fn()), reference, atol=1e-5)
     reference, float64 = average.expected()
@@ -223,7 +223,7 @@ def test_a_wrong_row_is_flagged_and_not_timed():
 def test_subset_rows_scale_to_all_patches():
     case = case_lib.make_case(6, 2, 4, 16, 16, "complex64")
     settings = rows_lib.RowSettings(legacy_patches=8, tiled_full_bytes=0)
-    legacy, tiled = rows_lib.build_rows(case, ["legacy", "tiled"], settings)
+    legacy, tiled = EXTRACT.build_rows(case, ["legacy", "tiled"], settings)
     for row in (legacy, tiled):
         assert row.patches == 8 and row.scale == 3.0
         assert "8 of 24 patches" in row.label
@@ -241,9 +241,9 @@ def test_object_size_parsing_and_row_selection():
         cli.parse_args(["--rows", "legacy,nonsense"])
     with pytest.raises(SystemExit):
         cli.parse_args(["--object-size", "3x4x5"])
-    assert cli.parse_args([]).rows == list(rows_lib.ROW_IDS)
+    assert cli.parse_args([]).rows == list(EXTRACT.row_ids)
     place = cli.parse_args(["--operator", "place"])
-    assert place.rows == list(placement_rows.ROW_IDS)
+    assert place.rows == list(PLACE.row_ids)
     place = cli.parse_args(["--operator", "place", "--rows", "zero_object,place_xla"])
     assert place.rows == ["zero_object", "place_xla"]
     with pytest.raises(SystemExit):
@@ -260,49 +260,45 @@ def test_backend_flag():
         cli.main(["--quick", "--backend", other])
 
 
-def test_scaling_and_gradient_report():
+@pytest.mark.parametrize("op", [EXTRACT, PLACE], ids=lambda op: op.name)
+def test_scaling_and_gradient_report(op):
     config = {"groups": 2, "gridsize": 1, "patch_size": 4, "dtype": "complex64", "seed": 0}
     sizes = (12, 24)
-    forward = scaling.object_size_scaling(config, sizes, repeats=1, modes=["eager"])
+    forward, zeroing = scaling.object_size_scaling(op, config, sizes, repeats=1, modes=["eager"])
     (entry,) = forward.values()
     assert len(entry["seconds"]) == 2
     assert all(s > 0 and math.isfinite(s) for s in entry["seconds"])
     assert entry["ratio"] == entry["seconds"][1] / entry["seconds"][0]
-    gradient = scaling.gradient_cost(config, sizes, repeats=1)
+    if op is PLACE:
+        # Placement fills a fresh object: its zeroing is timed alongside.
+        assert all(s > 0 for s in zeroing["seconds"])
+        net = [s - z for s, z in zip(entry["seconds"], zeroing["seconds"])]
+        assert entry["net_seconds"] == net
+    else:
+        assert zeroing is None and "net_seconds" not in entry
+    gradient = scaling.gradient_cost(op, config, sizes, repeats=1)
     assert [p["object"] for p in gradient["points"]] == list(sizes)
     for point in gradient["points"]:
         assert point["forward_s"] > 0 and point["forward_backward_s"] > 0
         assert math.isfinite(point["ratio"])
-
-
-def test_placement_scaling_and_gradient_report():
-    config = {"groups": 2, "gridsize": 1, "patch_size": 4, "dtype": "complex64", "seed": 0}
-    sizes = (12, 24)
-    forward, zeroing = placement_scaling.object_size_scaling(
-        config, sizes, repeats=1, modes=["eager"]
-    )
-    (entry,) = forward.values()
-    assert all(s > 0 and math.isfinite(s) for s in entry["seconds"])
-    assert entry["ratio"] == entry["seconds"][1] / entry["seconds"][0]
-    assert all(s > 0 for s in zeroing["seconds"])
-    net = [s - z for s, z in zip(entry["seconds"], zeroing["seconds"])]
-    assert entry["net_seconds"] == net
-    gradient = placement_scaling.gradient_cost(config, sizes[:1], repeats=1)
-    (point,) = gradient["points"]
-    assert point["object"] == 12 and point["forward_backward_s"] > 0
-    gradient["points"] *= 2  # a column per size, for the table
-    report = {"operator": "place", "sizes": list(sizes), "object_sizes": forward,
-              "zeroing": zeroing, "gradient": gradient}
-    table = report_lib.scaling_table(report)
-    assert "place_patches - zeroing s, eager" in table
-    assert "object zeroing s" in table and "(d/d patches)" in table
+    report = {"operator": op.name, "sizes": list(sizes), "object_sizes": forward,
+              "gradient": gradient}
+    if zeroing is not None:
+        report["zeroing"] = zeroing
+    table = report_lib.scaling_table(op, report)
+    if op is PLACE:
+        assert "place_patches - zeroing s, eager" in table
+        assert "object zeroing s" in table and "(d/d patches)" in table
+    else:
+        assert "this layer forward s, eager" in table and "(d/d object)" in table
+        assert "zeroing" not in table
 
 
 def test_placement_sweep():
     config = {"groups": 2, "gridsize": 1, "patch_size": 4, "dtype": "complex64",
               "seed": 0, "height": 12, "width": 12}
-    result = scaling.sweep(config, [1, 2], [10], 1, rows_lib.RowSettings(),
-                           ids=("place_eager",), build=placement_scaling.sweep_rows)
+    result = scaling.sweep(PLACE, config, [1, 2], [10], 1, rows_lib.RowSettings(),
+                           ids=("place_eager",))
     assert [k for k, _ in result["k"]["place_eager"]] == [1, 2]
     assert [e for e, _ in result["object"]["place_eager"]] == [10]
     assert result["labels"]["place_eager"] == "place_patches, eager"
@@ -313,7 +309,7 @@ def test_sweep_and_plot(tmp_path):
     config = {"groups": 2, "gridsize": 1, "patch_size": 4, "dtype": "complex64",
               "seed": 0, "height": 12, "width": 12}
     settings = rows_lib.RowSettings(legacy_patches=1, tiled_full_bytes=0)
-    result = scaling.sweep(config, [1, 2], [10, 14], 1, settings,
+    result = scaling.sweep(EXTRACT, config, [1, 2], [10, 14], 1, settings,
                            ids=("layer_eager", "legacy"))
     assert [k for k, _ in result["k"]["legacy"]] == [1, 2]
     assert [e for e, _ in result["object"]["layer_eager"]] == [10, 14]
@@ -331,7 +327,7 @@ def _silent():
 
 def _check_report(report, stdout):
     rows = {row["id"]: row for row in report["rows"]}
-    assert list(rows) == list(rows_lib.ROW_IDS)
+    assert list(rows) == list(EXTRACT.row_ids)
     for row_id, row in rows.items():
         if BACKEND != "tensorflow" and row_id in TF_ONLY:
             assert row["status"] == "skipped", row
@@ -358,7 +354,7 @@ def _check_report(report, stdout):
 
 def _check_place_report(report, stdout):
     rows = {row["id"]: row for row in report["rows"]}
-    assert list(rows) == list(placement_rows.ROW_IDS)
+    assert list(rows) == list(PLACE.row_ids)
     for row_id, row in rows.items():
         if BACKEND != "tensorflow" and row_id in PLACE_TF_ONLY:
             assert row["status"] == "skipped", row
@@ -375,7 +371,7 @@ def _check_place_report(report, stdout):
         has_f64 = row_id not in ("copy_numpy", "copy_backend", "zero_object")
         assert (row["max_error_f64"] is not None) == has_f64
     assert rows["copy_numpy"]["ratio_copy"] == 1
-    layer = [rows[i]["ratio_best_layer"] for i in placement_rows.LAYER_MODES
+    layer = [rows[i]["ratio_best_layer"] for i in PLACE.layer_modes
              if rows[i]["status"] == "ok"]
     assert min(layer) == 1
     for name in PLACE_ROW_NAMES:

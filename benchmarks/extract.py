@@ -1,0 +1,114 @@
+"""Extraction's table (``--operator extract``, the default):
+`extract_patches` against the legacy per-patch translate, a tiled batch
+translate and TensorFlow's `crop_and_resize`; its output is (B, N, N, c)
+patches."""
+
+import numpy as np
+
+import ptycho_layers
+from benchmarks import backends
+from benchmarks import internals
+from benchmarks import peers
+from benchmarks import rows
+from benchmarks import working_memory
+from benchmarks.case import padded_object_bytes
+
+__all__ = ["Extraction", "EXTRACT"]
+
+
+class Extraction(rows.Operator):
+    name = "extract"
+    layer_label = "this layer"
+    legacy_id = legacy_label = "legacy"
+    copied = "output"
+    wrt = "object"
+    row_ids = ("legacy", "tiled", "crop_and_resize", "layer_eager", "layer_graph",
+               "layer_xla", "copy_numpy", "copy_backend")
+    layer_modes = {"layer_eager": "eager", "layer_graph": "graph", "layer_xla": "xla"}
+    sweep_ids = ("layer_eager", "layer_graph", "layer_xla", "crop_and_resize", "tiled",
+                 "legacy")
+
+    def call(self, case, batched=True):
+        size = case.patch_size
+        return lambda images, offsets: ptycho_layers.extract_patches(
+            images, offsets, size, batched=batched
+        )
+
+    def source(self, case):
+        return case.images
+
+    def float64(self, case):
+        return case.reference
+
+    def output_shape(self, case):
+        size = case.patch_size
+        return (case.offsets.shape[0], size, size, case.offsets.shape[1])
+
+    def value_scale(self, case, reference):
+        return np.max(np.abs(case.images))
+
+    # The notes' words for what differs.
+    case_words = "from a {height}x{width} {dtype} object"
+    scale_words = "the object's largest value"
+    float64_words = "evaluation of the convention"
+    extra_notes = ()
+
+    def legacy_estimate(self, case, part):
+        # One gathered padded object, its translation and a temporary,
+        # plus the channel canvas and the complex result.
+        return 3 * padded_object_bytes(case, case.patch_size // 2) + 2 * part.patches_bytes
+
+    def layer_estimate(self, case):
+        size = case.patch_size
+        groups, channels = case.offsets.shape[:2]
+        shape = (1,) + tuple(case.shape)
+        if internals.padded_table_fits(shape, groups, channels, size):
+            # The output and the padded table; no window buffer.
+            count, height, width = shape
+            length = internals.padded_table_length(height, width, size + 1)
+            working = count * length * case.itemsize
+        else:
+            # The (N+1)^2 windows of the largest piece of the batch, alive
+            # one piece at a time.
+            pieces = internals.batch_pieces(groups, channels, size)
+            largest = max((stop or groups) - start for start, stop in pieces)
+            working = largest * channels * (size + 1) ** 2 * case.itemsize
+        return case.patches_bytes + working
+
+    def layer_temp(self, case, images, offsets):
+        return working_memory.compiled_temp_bytes(images, offsets, case.patch_size)
+
+    def peer_rows(self):
+        return {"tiled": self.tiled_row, "crop_and_resize": self.crop_and_resize_row}
+
+    def tiled_row(self, case, settings):
+        size = case.patch_size
+        padded = padded_object_bytes(case, size // 2)
+        part = case
+        if case.count * padded > settings.tiled_full_bytes:
+            part = case.subset(settings.legacy_patches)
+        chunk = min(peers.tiled_chunk(padded, settings.tiled_budget), part.count)
+        mode = backends.peer_mode()
+        label = (f"tiled batch (affine_transform, chunks of {chunk}, "
+                 f"{backends.mode_label(mode)}{rows.subset_note(part, case)})")
+        return self.timed(
+            "tiled", label, lambda im, off: peers.tiled_batch(im, off, size, chunk),
+            mode, case, part, estimate=3 * chunk * padded + 2 * part.patches_bytes,
+        )
+
+    def crop_and_resize_row(self, case, settings):
+        label = "tf.image.crop_and_resize"
+        skipped = rows.tensorflow_only("crop_and_resize", label)
+        if skipped:
+            return skipped
+        size = case.patch_size
+        channels = 2 if np.dtype(case.dtype).kind == "c" else 1
+        crops = case.count * size**2 * channels * 4  # always float32
+        return self.timed(
+            "crop_and_resize", f"{label} (C++ kernel, {backends.mode_label('graph')})",
+            lambda im, off: peers.crop_and_resize(im, off, size), "graph", case,
+            estimate=padded_object_bytes(case, 1) + crops + case.patches_bytes,
+        )
+
+
+EXTRACT = Extraction()
