@@ -60,19 +60,21 @@ class Extraction(rows.Operator):
 
     def layer_estimate(self, case):
         size = case.patch_size
-        groups, channels = case.offsets.shape[:2]
-        shape = (1,) + tuple(case.shape)
-        if internals.padded_table_fits(shape, groups, channels, size):
-            # The output and the padded table; no window buffer.
-            count, height, width = shape
-            length = internals.padded_table_length(height, width, size + 1)
-            working = count * length * case.itemsize
+        batch, groups = case.offsets.shape[:2]
+        window = internals.window_size(size)
+        how = internals.extraction_reader(backends.to_tensor(case.images), batch, groups, size)
+        if how == "padded":
+            # The output and a padded copy of the object; no window buffer.
+            working = internals.padded_table_length(*case.shape, window) * case.itemsize
+        elif how == "fused":
+            # The object's own runs, read into the blend: no buffer.
+            working = 0
         else:
-            # The (N+1)^2 windows of the largest piece of the batch, alive
-            # one piece at a time.
-            pieces = internals.batch_pieces(groups, channels, size)
-            largest = max((stop or groups) - start for start, stop in pieces)
-            working = largest * channels * (size + 1) ** 2 * case.itemsize
+            # The windows of the largest piece of the batch, alive one
+            # piece at a time.
+            pieces = internals.batch_pieces(batch, groups, size, window)
+            largest = max((stop or batch) - start for start, stop in pieces)
+            working = largest * groups * window**2 * case.itemsize
         return case.patches_bytes + working
 
     def layer_temp(self, case, images, offsets):

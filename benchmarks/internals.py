@@ -11,34 +11,35 @@ is the one to follow them.
 from ptycho_layers import backends as _backends
 from ptycho_layers import operators as _operators
 from ptycho_layers.xla import bilinear as _bilinear
-from ptycho_layers.xla import extraction as _extraction
 from ptycho_layers.xla import padded_table as _padded_table
+from ptycho_layers.xla import windows as _windows
+from ptycho_layers.xla.extraction import batch_pieces
 
 __all__ = ["batch_pieces", "compiled_extraction", "compiled_placement",
-           "padded_table_fits", "padded_table_length"]
+           "extraction_reader", "padded_table_length", "window_size"]
+
+# The interpolation kernel the public functions run.
+_KERNEL = "bilinear"
 
 padded_table_length = _padded_table.length
-
-
-def batch_pieces(batch, groups, patch_size):
-    """The XLA extraction's batch pieces for bilinear windows."""
-    return _extraction.batch_pieces(
-        batch, groups, patch_size, _bilinear.window_size(patch_size)
-    )
-
-
-def padded_table_fits(image_shape, batch, groups, patch_size):
-    """Whether the XLA operators read bilinear windows from the padded table."""
-    return _padded_table.fits(
-        image_shape, batch, groups, patch_size, _bilinear.window_size(patch_size)
-    )
+window_size = _bilinear.window_size
 
 
 def compiled_extraction(patch_size):
     """The current backend's compiled (images, offsets) -> patches."""
-    return _operators.extraction(patch_size, "bilinear", _backends.current())
+    return _operators.extraction(patch_size, _KERNEL, _backends.current())
 
 
 def compiled_placement(height, width):
     """The current backend's compiled (patches, offsets) -> (1, H, W)."""
-    return _operators.placement(height, width, False, "bilinear", _backends.current())
+    return _operators.placement(height, width, False, _KERNEL, _backends.current())
+
+
+def extraction_reader(images, batch, groups, patch_size):
+    """How extraction reads its windows from `images` (1, H, W) tensor for
+    (B, c) = (`batch`, `groups`) offsets: "padded" (a padded copy of the
+    object), "fused" (the object's own runs) or "gathered" (a buffer of
+    windows, `batch_pieces` at a time; always, off the XLA implementation)."""
+    if _backends.current().IMPLEMENTATION != "xla":
+        return "gathered"
+    return _windows.reader(images, batch, groups, patch_size, _bilinear)
