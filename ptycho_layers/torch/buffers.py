@@ -5,7 +5,9 @@ A fresh buffer as large as the output can cost more to fault in than the
 extraction, and PyTorch's CPU allocator does not pool freed memory. So
 outputs are NumPy arrays (NumPy asks for huge pages for large ones) whose
 memory, when the last tensor viewing one is freed, is kept for the next
-output of the same shape and dtype, within `POOL_BYTES`.
+output of the same shape and dtype, within `POOL_BYTES`. A dtype NumPy
+lacks (bfloat16) is held as NumPy's unsigned integers of its size, which
+the tensor views as that dtype.
 """
 
 import collections
@@ -38,13 +40,32 @@ def new_output(shape, dtype):
     key = (shape, dtype)
     base = _take(key)
     if base is None:
-        base = numpy.empty(shape, torch.empty((), dtype=dtype).numpy().dtype)
-    # The tensor holds this view of `base`; once no tensor holds it, the
-    # view dies and `base` returns to the pool.
+        base = numpy.empty(shape, _numpy_dtype(dtype))
+    # The tensor holds this view of `base` (through its storage, also when
+    # viewed as another dtype); once no tensor holds it, the view dies and
+    # `base` returns to the pool.
     view = base.view()
     finalizer = weakref.finalize(view, _give_back, key, base)
     finalizer.atexit = False
-    return torch.from_numpy(view)
+    tensor = torch.from_numpy(view)
+    return tensor if tensor.dtype == dtype else tensor.view(dtype)
+
+
+_NUMPY_DTYPES = {}
+
+
+def _numpy_dtype(dtype):
+    """The NumPy dtype whose array holds a tensor of torch `dtype`: its
+    own, or, where NumPy has none (bfloat16), the unsigned integer of the
+    same size, which `torch.Tensor.view(dtype)` reinterprets in place."""
+    held = _NUMPY_DTYPES.get(dtype)
+    if held is None:
+        try:
+            held = torch.empty((), dtype=dtype).numpy().dtype
+        except TypeError:
+            held = numpy.dtype(f"u{dtype.itemsize}")
+        _NUMPY_DTYPES[dtype] = held
+    return held
 
 
 def padded_copy(objects, size):

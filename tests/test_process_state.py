@@ -1,0 +1,136 @@
+"""What the operators keep and share across a process: PyTorch's pool of
+freed outputs (bfloat16 included)."""
+
+import gc
+
+import keras
+import numpy as np
+import pytest
+
+from conftest import BACKEND
+import ptycho_layers
+from ptycho_layers import PatchPlacement
+
+torch_only = pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's own kernels and pool")
+
+# bfloat16 keeps 8 significant bits: rounding to nearest moves a value by
+# at most 2**-8 of itself. The kernels interpolate bfloat16 in float32 and
+# round once at the end, so a bfloat16 result is the float32 one rounded,
+# and within that of it (plus a floor for values near zero, where float32
+# sums of cancelling terms keep digits bfloat16 does not).
+BFLOAT16 = dict(rtol=2.0**-8, atol=1e-6)
+
+
+def _numpy(x):
+    return keras.ops.convert_to_numpy(keras.ops.cast(x, "float32"))
+
+
+# ---------------------------------------------------------------------------
+# A. bfloat16 on PyTorch.
+
+
+@torch_only
+def test_pool_serves_and_reuses_bfloat16_buffers():
+    """NumPy has no bfloat16: the pool holds such an output's memory as
+    NumPy's 2-byte integers, viewed as bfloat16, and reuses it alike."""
+    import torch
+
+    from ptycho_layers.torch import buffers as torch_buffers
+
+    torch_buffers.clear()
+    first = torch_buffers.new_output((4, 5, 2), torch.bfloat16)
+    assert first.dtype == torch.bfloat16 and tuple(first.shape) == (4, 5, 2)
+    first.fill_(1.5)
+    assert first.sum().item() == 60.0
+    address = first.data_ptr()
+    del first
+    gc.collect()
+    assert torch_buffers.pooled_bytes() == 80
+    again = torch_buffers.new_output((4, 5, 2), torch.bfloat16)
+    assert again.data_ptr() == address and torch_buffers.pooled_bytes() == 0
+    # A float16 buffer of the same shape and size is a different entry.
+    del again
+    gc.collect()
+    assert torch_buffers.new_output((4, 5, 2), torch.float16).data_ptr() != address
+    torch_buffers.clear()
+
+
+def _bfloat16_and_float32_gradients(place, offsets, shape, seed):
+    """{dtype: (d patches, d offsets)} of sum(place(patches, offsets)[0] *
+    weights) for the same bfloat16-representable patches and weights, the
+    patches bfloat16 or float32 (several per row: extraction's gradient
+    comes out groups first, and is copied into a pooled buffer in the
+    patches' layout)."""
+    import torch
+
+    rng = np.random.default_rng(seed)
+    batch, groups = offsets.shape[:2]
+    patches = torch.tensor(rng.normal(size=(batch, 8, 8, groups)), dtype=torch.bfloat16)
+    weights = torch.tensor(rng.normal(size=shape), dtype=torch.bfloat16).float()
+    gradients = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        values = patches.to(dtype).detach().requires_grad_(True)
+        where = torch.tensor(offsets, requires_grad=True)
+        image = place(values, where, shape)
+        assert image.dtype == dtype
+        (image[0].float() * weights).sum().backward()
+        assert values.grad.dtype == dtype and where.grad.dtype == torch.float32
+        gradients[dtype] = (values.grad.float().numpy(), where.grad.numpy())
+    return gradients[torch.bfloat16], gradients[torch.float32]
+
+
+@torch_only
+def test_bfloat16_patches_backward_pass_of_place_patches():
+    """Placement's gradient with respect to bfloat16 patches (extraction
+    of the upstream, here the weights, exact in bfloat16) is finite and is
+    the float32 gradient within bfloat16's rounding; the offsets' gradient
+    (float32 offsets, from the same values) likewise."""
+    offsets = np.random.default_rng(3).uniform(2, 26, (16, 4, 2)).astype("float32")
+    got, expected = _bfloat16_and_float32_gradients(
+        ptycho_layers.place_patches, offsets, (30, 33), seed=3
+    )
+    for got_part, expected_part in zip(got, expected):
+        assert np.isfinite(got_part).all()
+        assert np.abs(expected_part).max() > 1  # not a zero gradient
+        np.testing.assert_allclose(got_part, expected_part, **BFLOAT16)
+
+
+@torch_only
+def test_bfloat16_patches_backward_pass_of_reassemble():
+    """Likewise through `reassemble`'s average. At whole-pixel offsets the
+    coverage is a count (exact in bfloat16) and the patches' gradient is
+    the upstream over it, divided in bfloat16 and copied: one rounding.
+    (At fractional offsets the upstream is rounded before extraction sums
+    it, which cancels digits bfloat16 does not keep.)"""
+    offsets = np.random.default_rng(5).integers(2, 26, (16, 4, 2)).astype("float32")
+    got, expected = _bfloat16_and_float32_gradients(
+        ptycho_layers.reassemble, offsets, (30, 33), seed=5
+    )
+    assert np.isfinite(got[0]).all() and np.isfinite(got[1]).all()
+    assert np.abs(expected[0]).max() > 0.1
+    np.testing.assert_allclose(got[0], expected[0], **BFLOAT16)
+
+
+def test_mixed_bfloat16_fit_dense_into_placement():
+    """Dense -> PatchPlacement trains under mixed_bfloat16: the patches
+    (and their gradient) are bfloat16, the image they make bfloat16, and
+    the loss falls."""
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    height, width, n, groups, features, batch = 24, 24, 8, 2, 6, 32
+    rng = np.random.default_rng(0)
+    inputs = keras.Input((features,))
+    offsets_in = keras.Input((groups, 2))
+    patches = keras.layers.Reshape((n, n, groups))(keras.layers.Dense(n * n * groups)(inputs))
+    layer = PatchPlacement((height, width))
+    model = keras.Model([inputs, offsets_in], layer((patches, offsets_in)))
+    assert layer.compute_dtype == "bfloat16"
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    x = rng.normal(size=(batch, features)).astype("float32")
+    offsets = rng.uniform(4, 20, (batch, groups, 2)).astype("float32")
+    target = _numpy(model([x, offsets])) + rng.normal(size=(batch, height, width)).astype("float32")
+    image = model([x, offsets])
+    assert keras.backend.standardize_dtype(image.dtype) == "bfloat16"
+    history = model.fit([x, offsets], target, batch_size=16, epochs=8, verbose=0)
+    losses = history.history["loss"]
+    assert np.isfinite(losses).all()
+    assert losses[-1] < losses[0], losses
