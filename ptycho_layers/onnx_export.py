@@ -16,6 +16,8 @@ import sys
 
 from keras.backend import standardize_dtype
 
+from ptycho_layers import backends
+
 __all__ = ["exporting", "for_onnx", "check_real"]
 
 # The module whose functions run the trace in `model.export(format="onnx")`.
@@ -28,9 +30,13 @@ def exporting():
     `model.export(..., format="onnx")` (a function of Keras's ONNX
     exporter module is on the call stack; `tests/test_export.py` fails if
     Keras moves it) or a `for_onnx()` block. It walks the stack, so the
-    callers ask only while tracing or for a complex dtype."""
+    callers ask only while tracing or for a complex dtype; not while
+    `torch.compile` traces the caller (the backend's `compiling()`), which
+    is no export and cannot trace the walk."""
     if _FORCED:
         return True
+    if backends.current().compiling():
+        return False
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_globals.get("__name__") == _KERAS_EXPORTER:

@@ -1,5 +1,6 @@
 """What the operators keep and share across a process: PyTorch's pool of
-freed outputs (bfloat16 included)."""
+freed outputs (bfloat16 included), and `torch.compile` tracing past the
+ONNX-export check."""
 
 import gc
 
@@ -8,8 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import BACKEND
+from oracle import asymmetric_object
 import ptycho_layers
-from ptycho_layers import PatchPlacement
+from ptycho_layers import PatchExtraction, PatchPlacement, backends
 
 torch_only = pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's own kernels and pool")
 
@@ -134,3 +136,75 @@ def test_mixed_bfloat16_fit_dense_into_placement():
     losses = history.history["loss"]
     assert np.isfinite(losses).all()
     assert losses[-1] < losses[0], losses
+
+
+# ---------------------------------------------------------------------------
+# B. torch.compile(fullgraph=True) past the ONNX check.
+
+
+def _compiled_equals_eager(function, *inputs):
+    import torch
+
+    torch._dynamo.reset()
+    eager = function(*inputs)
+    compiled = torch.compile(function, fullgraph=True)(*inputs)
+    assert compiled.dtype == eager.dtype
+    np.testing.assert_array_equal(compiled.numpy(), eager.numpy())
+
+
+@torch_only
+@pytest.mark.parametrize("dtype", ["complex64", "float32"])
+def test_torch_compile_fullgraph_held_object(dtype):
+    """A complex held object is checked against ONNX export on every call;
+    the check must not walk the stack (`sys._getframe`, which Dynamo
+    cannot trace) in a compiled trace."""
+    import torch
+
+    layer = PatchExtraction(6, image=asymmetric_object(20, 22, dtype))
+    offsets = torch.tensor(np.random.default_rng(1).uniform(0, 20, (3, 2, 2)).astype("float32"))
+    _compiled_equals_eager(lambda o: layer(o), offsets)
+
+
+# A list or a dict: a tuple of inputs stops Dynamo in Keras's own
+# `tree.flatten` (torch's pytree compares the tuple by identity), before
+# the layer runs.
+@torch_only
+@pytest.mark.parametrize("form", ["list", "dict"])
+@pytest.mark.parametrize("dtype", ["complex64", "float32"])
+def test_torch_compile_fullgraph_two_inputs(dtype, form):
+    import torch
+
+    layer = PatchExtraction(6)
+    images = torch.tensor(
+        np.stack([asymmetric_object(20, 22, dtype, seed=s) for s in range(3)])
+    )
+    offsets = torch.tensor(np.random.default_rng(2).uniform(0, 20, (3, 2, 2)).astype("float32"))
+    if form == "list":
+        function = lambda im, o: layer([im, o])  # noqa: E731
+    else:
+        function = lambda im, o: layer({"images": im, "offsets": o})  # noqa: E731
+    _compiled_equals_eager(function, images, offsets)
+
+
+@torch_only
+def test_compiling_is_true_only_in_a_compiled_trace():
+    """`compiling()` is what lets the ONNX check skip its stack walk: True
+    while Dynamo traces for `torch.compile`, False eagerly."""
+    import torch
+
+    backend = backends.current()
+    assert backend.compiling() is False
+    seen = []
+
+    def probe(x):
+        seen.append(backend.compiling())
+        return x + 1
+
+    torch._dynamo.reset()
+    torch.compile(probe, fullgraph=True)(torch.zeros(2))
+    assert seen == [True]
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="TensorFlow and JAX compilers see the stack")
+def test_compiling_is_false_on_xla_backends():
+    assert backends.current().compiling() is False

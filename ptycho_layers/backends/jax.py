@@ -23,6 +23,7 @@ __all__ = [
     "add_runs",
     "fusion_boundary",
     "differentiable",
+    "compiling",
 ]
 
 NAME = "jax"
@@ -148,3 +149,9 @@ def differentiable(forward, gradients, ordered=True):
 
     operator.defvjp(forward_with_residuals, backward)
     return jax.jit(operator)
+
+
+def compiling():
+    """False: `jax.jit` traces Python as it runs, so the ONNX-export check
+    may walk the stack (`onnx_export.exporting`); PyTorch's Dynamo cannot."""
+    return False

@@ -25,6 +25,7 @@ __all__ = [
     "add_runs",
     "fusion_boundary",
     "differentiable",
+    "compiling",
 ]
 
 NAME = "tensorflow"
@@ -185,3 +186,10 @@ def differentiable(forward, gradients, ordered=True):
         return operator(x, offsets)
 
     return dispatch
+
+
+def compiling():
+    """False: `tf.function` traces Python as it runs, so the ONNX-export
+    check may walk the stack (`onnx_export.exporting`); PyTorch's Dynamo
+    cannot."""
+    return False

@@ -21,6 +21,7 @@ __all__ = [
     "add_runs",
     "fusion_boundary",
     "differentiable",
+    "compiling",
 ]
 
 NAME = "torch"
@@ -61,6 +62,14 @@ def fusion_boundary(fn, predicate):
     """`fn()`: nothing to keep apart op by op."""
     del predicate
     return fn()
+
+
+def compiling():
+    """Whether `torch.compile` (Dynamo) traces the caller, not an export:
+    Dynamo cannot trace `sys._getframe`, so the ONNX-export check walks no
+    stack then (`onnx_export.exporting`). Under `torch.export` and
+    `torch.onnx.export` this is False: their trace is the one to check."""
+    return torch.compiler.is_compiling() and not torch.compiler.is_exporting()
 
 
 class _Operator(torch.autograd.Function):
