@@ -176,7 +176,10 @@ def offsets_gradient(images, offsets, upstream, kernel="bilinear"):
     return d_offsets
 
 
-@functools.lru_cache(maxsize=None)
+# Bounded: an entry keeps its compiled programs alive, and
+# `reassemble_position` asks for one per object shape. 64 is more shapes
+# than a workload alternates between: eviction recompiles only in a sweep.
+@functools.lru_cache(maxsize=64)
 def extraction(patch_size, kernel, backend):
     """Extraction of NxN patches as `backend` (a module of
     `ptycho_layers.backends`) runs it: compiled where that pays, with
@@ -198,7 +201,7 @@ def extraction(patch_size, kernel, backend):
     return backend.differentiable(extract, (d_images, d_offsets), ordered=False)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.lru_cache(maxsize=64)  # bounded as `extraction`
 def placement(height, width, per_row, kernel, backend):
     """Placement into H x W objects as `backend` runs it, with extraction
     as its gradient with respect to the patches."""

@@ -1,6 +1,6 @@
 """What the operators keep and share across a process: PyTorch's pool of
-freed outputs (bfloat16 included), and `torch.compile` tracing past the
-ONNX-export check."""
+freed outputs (bfloat16 included), the bounded caches of compiled
+operators, and `torch.compile` tracing past the ONNX-export check."""
 
 import gc
 
@@ -11,7 +11,7 @@ import pytest
 from conftest import BACKEND
 from oracle import asymmetric_object
 import ptycho_layers
-from ptycho_layers import PatchExtraction, PatchPlacement, backends
+from ptycho_layers import PatchExtraction, PatchPlacement, backends, operators
 
 torch_only = pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's own kernels and pool")
 
@@ -208,3 +208,28 @@ def test_compiling_is_true_only_in_a_compiled_trace():
 @pytest.mark.skipif(BACKEND == "torch", reason="TensorFlow and JAX compilers see the stack")
 def test_compiling_is_false_on_xla_backends():
     assert backends.current().compiling() is False
+
+
+# ---------------------------------------------------------------------------
+# C. What the process keeps, and what each thread sees.
+
+
+@pytest.mark.parametrize("cache", ["extraction", "placement"])
+def test_operator_caches_are_bounded(cache):
+    """One entry per scan shape (`reassemble_position` makes a placement
+    per object shape): more shapes than the bound keep it at the bound.
+    The factories only wrap the functions; nothing is compiled here."""
+    factory = getattr(operators, cache)
+    factory.cache_clear()
+    maxsize = factory.cache_info().maxsize
+    assert maxsize is not None and 0 < maxsize <= 256
+    try:
+        for size in range(1, maxsize + 10):
+            if cache == "extraction":
+                factory(size, "bilinear", backends.current())
+            else:
+                factory(size, size + 1, False, "bilinear", backends.current())
+            assert factory.cache_info().currsize <= maxsize
+        assert factory.cache_info().currsize == maxsize
+    finally:
+        factory.cache_clear()
