@@ -2,6 +2,7 @@
 layers."""
 
 from ptycho_layers.functional import extract_patches
+from ptycho_layers.memory import release_memory
 from ptycho_layers.memory import reuse_freed_memory
 from ptycho_layers.patch_extraction import PatchExtraction
 from ptycho_layers.patch_placement import PatchPlacement
@@ -20,5 +21,6 @@ __all__ = [
     "place_patches",
     "reassemble",
     "reassemble_position",
+    "release_memory",
     "reuse_freed_memory",
 ]

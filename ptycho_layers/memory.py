@@ -1,5 +1,6 @@
 """Large freed buffers kept for reuse: an opt-in, process-wide setting of
-glibc's allocator (Linux).
+glibc's allocator (Linux); and `release_memory`, which gives back what the
+operators keep.
 
 glibc's `malloc` serves a large allocation with a fresh `mmap` and hands
 it back to the system when freed; its threshold for that adapts upwards,
@@ -18,7 +19,12 @@ import ctypes.util
 import numbers
 import sys
 
-__all__ = ["reuse_freed_memory", "reused_up_to"]
+from ptycho_layers import operators
+
+__all__ = ["reuse_freed_memory", "reused_up_to", "release_memory"]
+
+# PyTorch's pool of freed outputs, looked up only where PyTorch is loaded.
+_TORCH_BUFFERS = "ptycho_layers.torch.buffers"
 
 # mallopt's parameters (glibc's malloc.h).
 _M_TRIM_THRESHOLD = -1
@@ -89,6 +95,39 @@ def reused_up_to():
     """The `limit` of the last `reuse_freed_memory` call that made its
     settings in this process, or None."""
     return _limit
+
+
+def release_memory():
+    """Give back what the operators keep between calls: PyTorch's pool of
+    freed output buffers (up to 256 MiB, kept for the next outputs of the
+    same shapes), and the compiled operators cached per patch size and
+    object shape (with their compiled programs, once nothing else holds
+    them). Later calls work as before, compiling and pooling afresh.
+
+    Outputs still held by a tensor are not in the pool; they return to it
+    when freed. Memory that glibc keeps after `reuse_freed_memory` stays
+    with the process.
+
+    Returns:
+        The bytes of pooled buffers freed: 0 on TensorFlow and JAX, which
+        have no such pool.
+
+    Example:
+
+    >>> import gc
+    >>> from ptycho_layers import release_memory
+    >>> _ = gc.collect()  # outputs in unreachable cycles go back to the pool
+    >>> freed = release_memory()  # the pool's bytes (0 on TensorFlow and JAX)
+    >>> release_memory()  # nothing pooled since
+    0
+    """
+    freed = 0
+    buffers = sys.modules.get(_TORCH_BUFFERS)
+    if buffers is not None:
+        freed = buffers.clear()
+    operators.extraction.cache_clear()
+    operators.placement.cache_clear()
+    return freed
 
 
 def _mallopt():

@@ -1,6 +1,7 @@
 """What the operators keep and share across a process: PyTorch's pool of
-freed outputs (bfloat16 included), the bounded caches of compiled
-operators, and `torch.compile` tracing past the ONNX-export check."""
+freed outputs (bfloat16 included) and `release_memory`, the bounded caches
+of compiled operators, and `torch.compile` tracing past the ONNX-export
+check."""
 
 import gc
 
@@ -11,7 +12,13 @@ import pytest
 from conftest import BACKEND
 from oracle import asymmetric_object
 import ptycho_layers
-from ptycho_layers import PatchExtraction, PatchPlacement, backends, operators
+from ptycho_layers import (
+    PatchExtraction,
+    PatchPlacement,
+    backends,
+    operators,
+    place_patches,
+)
 
 torch_only = pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's own kernels and pool")
 
@@ -212,6 +219,39 @@ def test_compiling_is_false_on_xla_backends():
 
 # ---------------------------------------------------------------------------
 # C. What the process keeps, and what each thread sees.
+
+
+@torch_only
+def test_release_memory_empties_the_pool():
+    import torch
+
+    from ptycho_layers.torch import buffers as torch_buffers
+
+    patches = torch.ones((8, 6, 6, 2))
+    offsets = torch.tensor(np.random.default_rng(4).uniform(0, 20, (8, 2, 2)).astype("float32"))
+    image = place_patches(patches, offsets, (24, 24), per_row=True)
+    assert tuple(image.shape) == (8, 24, 24)
+    del image
+    gc.collect()
+    before = torch_buffers.pooled_bytes()
+    assert before > 0
+    assert operators.placement.cache_info().currsize > 0
+    assert ptycho_layers.release_memory() == before
+    assert torch_buffers.pooled_bytes() == 0
+    assert operators.placement.cache_info().currsize == 0
+    assert operators.extraction.cache_info().currsize == 0
+    assert ptycho_layers.release_memory() == 0
+
+
+def test_release_memory_clears_the_operator_caches():
+    operators.extraction(5, "bilinear", backends.current())
+    operators.placement(7, 9, False, "bilinear", backends.current())
+    freed = ptycho_layers.release_memory()
+    assert isinstance(freed, int) and freed >= 0
+    if BACKEND != "torch":
+        assert freed == 0
+    assert operators.extraction.cache_info().currsize == 0
+    assert operators.placement.cache_info().currsize == 0
 
 
 @pytest.mark.parametrize("cache", ["extraction", "placement"])

@@ -7,7 +7,8 @@ outputs are NumPy arrays (NumPy asks for huge pages for large ones) whose
 memory, when the last tensor viewing one is freed, is kept for the next
 output of the same shape and dtype, within `POOL_BYTES`. A dtype NumPy
 lacks (bfloat16) is held as NumPy's unsigned integers of its size, which
-the tensor views as that dtype.
+the tensor views as that dtype. `clear` (through
+`ptycho_layers.release_memory`) gives the kept memory back.
 """
 
 import collections
@@ -116,8 +117,12 @@ def pooled_bytes():
 
 
 def clear():
-    """Give every kept buffer back to the system."""
+    """Give every kept buffer back to the system; return their bytes.
+    Outputs still viewed by a tensor are not kept, so not counted: they
+    return to the pool when freed."""
     global _bytes
     with _lock:
+        freed = _bytes
         _free.clear()
         _bytes = 0
+        return freed
