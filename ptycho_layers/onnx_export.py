@@ -13,6 +13,7 @@ or a runtime later.
 
 import contextlib
 import sys
+import threading
 
 from keras.backend import standardize_dtype
 
@@ -22,18 +23,27 @@ __all__ = ["exporting", "for_onnx", "check_real"]
 
 # The module whose functions run the trace in `model.export(format="onnx")`.
 _KERAS_EXPORTER = "keras.src.export.onnx"
-_FORCED = []
+
+
+class _Forced(threading.local):
+    """How many `for_onnx()` blocks this thread is in: another thread
+    computing meanwhile is not exporting."""
+
+    depth = 0
+
+
+_FORCED = _Forced()
 
 
 def exporting():
     """Whether the caller runs for an ONNX export: inside Keras's
     `model.export(..., format="onnx")` (a function of Keras's ONNX
     exporter module is on the call stack; `tests/test_export.py` fails if
-    Keras moves it) or a `for_onnx()` block. It walks the stack, so the
+    Keras moves it) or a `for_onnx()` block of this thread. It walks the stack, so the
     callers ask only while tracing or for a complex dtype; not while
     `torch.compile` traces the caller (the backend's `compiling()`), which
     is no export and cannot trace the walk."""
-    if _FORCED:
+    if _FORCED.depth:
         return True
     if backends.current().compiling():
         return False
@@ -49,12 +59,12 @@ def exporting():
 def for_onnx():
     """Trace the layers as for ONNX outside `model.export`, e.g. around
     `tf2onnx.convert.from_keras(model)` or a `tf.function` handed to
-    another converter."""
-    _FORCED.append(True)
+    another converter: in this thread, which must be the one that traces."""
+    _FORCED.depth += 1
     try:
         yield
     finally:
-        _FORCED.pop()
+        _FORCED.depth -= 1
 
 
 def check_real(dtype, argument):

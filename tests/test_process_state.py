@@ -1,9 +1,10 @@
 """What the operators keep and share across a process: PyTorch's pool of
 freed outputs (bfloat16 included) and `release_memory`, the bounded caches
-of compiled operators, and `torch.compile` tracing past the ONNX-export
-check."""
+of compiled operators, `torch.compile` tracing past the ONNX-export check,
+and the ONNX-export state being per thread."""
 
 import gc
+import threading
 
 import keras
 import numpy as np
@@ -16,6 +17,7 @@ from ptycho_layers import (
     PatchExtraction,
     PatchPlacement,
     backends,
+    onnx_export,
     operators,
     place_patches,
 )
@@ -273,3 +275,70 @@ def test_operator_caches_are_bounded(cache):
         assert factory.cache_info().currsize == maxsize
     finally:
         factory.cache_clear()
+
+
+def _while_inside(context, check):
+    """Run `check()` in a second thread while this thread is inside
+    `context`; return what it returned there."""
+    inside, done = threading.Event(), threading.Event()
+    result = {}
+
+    def other():
+        inside.wait(timeout=30)
+        try:
+            result["value"] = check()
+        except BaseException as error:  # noqa: BLE001, re-raised below
+            result["error"] = error
+        done.set()
+
+    thread = threading.Thread(target=other)
+    thread.start()
+    with context:
+        inside.set()
+        assert done.wait(timeout=30)
+        result["inside"] = True
+    thread.join()
+    if "error" in result:
+        raise result["error"]
+    return result["value"]
+
+
+def test_for_onnx_is_per_thread():
+    assert not onnx_export.exporting()
+    seen = _while_inside(onnx_export.for_onnx(), onnx_export.exporting)
+    assert seen is False
+    with onnx_export.for_onnx():
+        assert onnx_export.exporting()
+        with onnx_export.for_onnx():
+            assert onnx_export.exporting()
+        assert onnx_export.exporting()
+    assert not onnx_export.exporting()
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="the portable ONNX trace is TensorFlow's")
+def test_portable_trace_is_per_thread():
+    """While one thread traces the kernels for ONNX (run gather and
+    scatter off, the batch in one piece, no fusion boundary), another
+    computing at the same time keeps XLA's runs; and the first sees the
+    portable primitives."""
+    from ptycho_layers.backends import tensorflow as tensorflow_backend
+
+    usual = backends.current()
+    fast = (usual.take_runs, usual.add_runs, usual.SPLITS_BATCH)
+    assert fast[0] is not None and fast[1] is not None and fast[2] is True
+
+    def other():
+        backend = backends.current()
+        return backend.take_runs, backend.add_runs, backend.SPLITS_BATCH
+
+    portable = tensorflow_backend._portable()
+    assert _while_inside(portable, other) == fast
+    with tensorflow_backend._portable():
+        inside = backends.current()
+        assert inside.take_runs is None and inside.add_runs is None
+        assert inside.SPLITS_BATCH is False
+        assert inside.fusion_boundary(lambda: "called", None) == "called"
+        assert inside.IMPLEMENTATION == usual.IMPLEMENTATION
+        assert inside.take is usual.take and inside.differentiable is usual.differentiable
+    assert backends.current() is usual
+    assert other() == fast

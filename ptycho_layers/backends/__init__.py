@@ -7,7 +7,9 @@ through `current()`; nothing outside them names a backend.
 The `keras.ops` code calls `keras.ops` through `keras_ops`, which is
 `keras.ops` itself except inside `graph_scope_for`: there (TensorFlow
 tensors under JAX or PyTorch, as in `tf.data.Dataset.map`) both
-`keras_ops` and `current()` give TensorFlow's implementations.
+`keras_ops` and `current()` give TensorFlow's implementations. Inside
+`portable()`, `current()` gives the backend without XLA's runs, as an ONNX
+export traces it. Both scopes are the calling thread's alone.
 """
 
 import contextlib
@@ -15,12 +17,13 @@ import functools
 import importlib
 import sys
 import threading
+import types
 
 import keras
 from keras import tree
 from keras.backend import standardize_dtype
 
-__all__ = ["SUPPORTED", "current", "name", "keras_ops", "graph_scope_for"]
+__all__ = ["SUPPORTED", "current", "name", "keras_ops", "graph_scope_for", "portable"]
 
 SUPPORTED = ("tensorflow", "jax", "torch")
 
@@ -39,7 +42,7 @@ def current():
     Loaded once (when `ptycho_layers` is imported), then looked up: the
     kernels ask for it while TensorFlow, JAX or `torch.compile` trace them,
     and tracing the import machinery fails (`torch.compile`) or warns
-    (AutoGraph)."""
+    (AutoGraph). Inside `portable()`, its portable view."""
     backend = "tensorflow" if _SCOPE.tensorflow_graph else name()
     module = _LOADED.get(backend)
     if module is None:
@@ -50,14 +53,50 @@ def current():
             )
         module = importlib.import_module(f"ptycho_layers.backends.{backend}")
         _LOADED[backend] = module
+    if _SCOPE.portable:
+        return _portable_view(module)
     return module
 
 
 class _Scope(threading.local):
     tensorflow_graph = False
+    portable = False
 
 
 _SCOPE = _Scope()
+
+
+@contextlib.contextmanager
+def portable():
+    """In this thread, `current()` gives the backend's portable view: the
+    same names, but no run gather or scatter (`take_runs = add_runs =
+    None`), the batch in one piece (`SPLITS_BATCH = False`) and
+    `fusion_boundary` a plain call; the kernels then trace as element
+    gathers and scatters ONNX has (`backends.tensorflow.differentiable`,
+    for an ONNX export). Another thread computing meanwhile keeps the
+    backend's own."""
+    saved = _SCOPE.portable
+    _SCOPE.portable = True
+    try:
+        yield
+    finally:
+        _SCOPE.portable = saved
+
+
+def _plain_call(fn, predicate):
+    """`fn()`: no fusion boundary (a conditional) in a portable trace."""
+    del predicate
+    return fn()
+
+
+@functools.lru_cache(maxsize=None)  # one per backend module
+def _portable_view(module):
+    """`module`'s contract with the portable primitives in place of XLA's."""
+    names = {name: getattr(module, name) for name in module.__all__}
+    names.update(
+        take_runs=None, add_runs=None, SPLITS_BATCH=False, fusion_boundary=_plain_call
+    )
+    return types.SimpleNamespace(**names)
 
 
 def _is_tensorflow_tensor(value):

@@ -4,11 +4,11 @@ the kernels are far slower, Keras does not compile on CPU unless asked,
 and TensorFlow cannot differentiate the kernels' conditionals under XLA.
 """
 
-import contextlib
 import functools
 
 import tensorflow as tf
 
+from ptycho_layers import backends
 from ptycho_layers.backends import keras_ops as ops
 
 from ptycho_layers import onnx_export
@@ -118,23 +118,16 @@ def _add(dtype):
 
 take_runs = _take_runs if _xla() is not None else None
 add_runs = _add_runs if _xla() is not None else None
-# True while a kernel is traced for ONNX (`_portable`).
-_PORTABLE = False
 
 
-@contextlib.contextmanager
 def _portable():
     """The kernels as plain TensorFlow operations that ONNX has, for the
     trace of an ONNX export: the element gather and scatter instead of
     XLA's runs, no conditionals, the batch in one piece. The same
-    numbers (each window entry is read, weighted and summed alike)."""
-    global take_runs, add_runs, SPLITS_BATCH, _PORTABLE
-    saved = take_runs, add_runs, SPLITS_BATCH, _PORTABLE
-    take_runs, add_runs, SPLITS_BATCH, _PORTABLE = None, None, False, True
-    try:
-        yield
-    finally:
-        take_runs, add_runs, SPLITS_BATCH, _PORTABLE = saved
+    numbers (each window entry is read, weighted and summed alike). In
+    this thread only (`backends.portable`): this module is left as it is,
+    for any other thread computing meanwhile."""
+    return backends.portable()
 
 
 def fusion_boundary(fn, predicate):
@@ -143,9 +136,7 @@ def fusion_boundary(fn, predicate):
     CPU); `predicate` is any scalar bool computed from the data. XLA turns
     a conditional whose branches hold only elementwise operations into a
     select, so `fn` must hold a gather or a transpose. Plainly `fn()` in
-    an ONNX export's trace."""
-    if _PORTABLE:
-        return fn()
+    an ONNX export's trace (`backends.portable`)."""
     return ops.cond(predicate, fn, fn)
 
 
