@@ -22,7 +22,9 @@ from ptycho_layers import (
     place_patches,
 )
 
-torch_only = pytest.mark.skipif(BACKEND != "torch", reason="PyTorch's own kernels and pool")
+torch_only = pytest.mark.skipif(
+    BACKEND != "torch", reason="PyTorch only: its pool, bfloat16 buffers and torch.compile"
+)
 
 # bfloat16 keeps 8 significant bits: rounding to nearest moves a value by
 # at most 2**-8 of itself. The kernels interpolate bfloat16 in float32 and
