@@ -6,21 +6,49 @@ from ptycho_layers import operators
 from ptycho_layers import validation
 from ptycho_layers.backends import keras_ops as ops
 
-__all__ = ["extract_patches", "prepare_inputs", "dispatch"]
+__all__ = ["extract_patches", "prepare_inputs", "computed_dtype", "as_float", "dispatch"]
 
 
-def prepare_inputs(images, offsets):
+def computed_dtype(dtype):
+    """The dtype the operators compute and return for values of `dtype`:
+    float32 for integer and bool ones (interpolation's weights are
+    fractions: truncating its results, or dividing by an integer coverage,
+    would be wrong), else `dtype` itself."""
+    if dtype == "bool" or dtype.startswith(("int", "uint")):
+        return "float32"
+    return dtype
+
+
+def as_float(values, dtype):
+    """`values` of `dtype` as `computed_dtype(dtype)`."""
+    target = computed_dtype(dtype)
+    return values if target == dtype else ops.cast(values, target)
+
+
+def prepare_inputs(images, offsets, patch_size=0):
     """Convert and check `images` and `offsets`; drop a trailing channel axis.
 
     Args:
-        images: (B, H, W) or (B, H, W, 1), real or complex.
+        images: (B, H, W) or (B, H, W, 1), real or complex; integer and
+            bool objects are taken as float32.
         offsets: (B, c, 2), [x, y]; integer offsets are cast to the
             coordinate dtype (they are exact in it), not refused.
+        patch_size: N, for the check of the objects' size.
 
     Returns:
         (images, offsets): images (Bi, H, W), offsets (B, c, 2), as tensors.
     """
-    images = ops.convert_to_tensor(images)
+    # Before any conversion: a bad dtype or an object too large to index
+    # is refused without copying it.
+    dtype = validation.check_numeric(images, "images")
+    validation.check_real_offsets(offsets)
+    shape = getattr(images, "shape", None)
+    if shape is not None and len(shape) in (3, 4):
+        validation.check_object_size(
+            *tuple(shape)[:3], patch_size, backends.current().IMPLEMENTATION,
+            "images", f"images.shape={tuple(shape)}",
+        )
+    images = as_float(ops.convert_to_tensor(images), dtype)
     offsets = ops.convert_to_tensor(offsets)
     images_shape = validation.check_images_shape(images.shape)
     offsets_shape = validation.check_offsets_shape(offsets.shape)
@@ -68,7 +96,7 @@ def extract_patches(images, offsets, patch_size, batched=True):
     batched = validation.check_batched(batched)
     # Inside `tf.data` under JAX or PyTorch: TensorFlow ops.
     with backends.graph_scope_for((images, offsets)):
-        images, offsets = prepare_inputs(images, offsets)
+        images, offsets = prepare_inputs(images, offsets, patch_size)
         return dispatch(images, offsets, patch_size, batched)
 
 

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras.backend import standardize_dtype
 
+from ptycho_layers import backends
 from ptycho_layers import functional
 from ptycho_layers import held_image
 from ptycho_layers import layer_calls
@@ -129,6 +130,10 @@ class PatchExtraction(keras.layers.Layer):
         if image_shape is not None:
             image_shape = validation.check_image_shape(image_shape)
             image_dtype = standardize_dtype(image_dtype or "complex64")
+            validation.check_object_size(
+                1, *image_shape, self.patch_size, backends.current().IMPLEMENTATION,
+                "image_shape", f"image_shape={tuple(image_shape)}",
+            )
         self.image_shape = image_shape
         self.image_dtype = image_dtype if image_shape is not None else None
 
@@ -221,9 +226,10 @@ class PatchExtraction(keras.layers.Layer):
     def call(self, inputs):
         images, offsets = self._split(inputs)
         if images is None:
+            validation.check_real_offsets(offsets)
             offsets = ops.convert_to_tensor(offsets)
             validation.check_offsets_shape(offsets.shape)
-            images = ops.expand_dims(self.image, 0)
+            images = functional.as_float(ops.expand_dims(self.image, 0), self.image_dtype)
         else:
             images, offsets = functional.prepare_inputs(images, offsets)
         onnx_export.check_real(
@@ -252,6 +258,7 @@ class PatchExtraction(keras.layers.Layer):
             offsets.shape if images is None else (images.shape, offsets.shape)
         )
         dtype = standardize_dtype(self.image_dtype if images is None else images.dtype)
+        dtype = functional.computed_dtype(dtype)
         if dtype not in _COMPLEX and _is_mixed(self.dtype_policy):
             dtype = self.compute_dtype
         return keras.KerasTensor(shape, dtype=dtype)

@@ -11,6 +11,7 @@ import numpy as np
 from keras.backend import standardize_dtype
 
 from ptycho_layers import backends
+from ptycho_layers import functional
 from ptycho_layers import legacy
 from ptycho_layers import operators
 from ptycho_layers import validation
@@ -27,8 +28,11 @@ __all__ = [
 
 
 def prepare_patches(patches, offsets):
-    """Convert and check `patches` (B, N, N, c) and `offsets` (B, c, 2)."""
-    patches = ops.convert_to_tensor(patches)
+    """Convert and check `patches` (B, N, N, c) and `offsets` (B, c, 2);
+    integer and bool patches are taken as float32."""
+    dtype = validation.check_numeric(patches, "patches")
+    validation.check_real_offsets(offsets)
+    patches = functional.as_float(ops.convert_to_tensor(patches), dtype)
     offsets = ops.convert_to_tensor(offsets)
     patches_shape = validation.check_patches_shape(patches.shape)
     offsets_shape = validation.check_offsets_shape(offsets.shape)
@@ -39,6 +43,12 @@ def prepare_patches(patches, offsets):
 def dispatch(patches, offsets, image_shape, batched, per_row, kernel="bilinear"):
     """Place checked patches into (1, H, W), or (B, H, W) per row."""
     height, width = image_shape
+    batch, patch_size = tuple(patches.shape)[:2]
+    validation.check_object_size(
+        batch if per_row else 1, height, width, patch_size or 0,
+        backends.current().IMPLEMENTATION, "image_shape",
+        f"image_shape={tuple(image_shape)}" + (f", per_row with {batch} rows" if per_row else ""),
+    )
     if not batched:
         count = ops.shape(patches)[0] if per_row else 1
         return legacy.place_patches_legacy(patches, offsets, (count, height, width))

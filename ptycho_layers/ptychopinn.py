@@ -42,6 +42,9 @@ def get_image_patches(
     """
     N = validation.check_positive_int(N, name="N")
     gridsize = validation.check_positive_int(gridsize, name="gridsize")
+    validation.check_real_offsets(global_offsets, "global_offsets")
+    validation.check_real_offsets(local_offsets, "local_offsets")
+    validation.check_numeric(gt_image, "gt_image")
     offsets = ops.convert_to_tensor(global_offsets) + ops.convert_to_tensor(
         local_offsets
     )
@@ -97,6 +100,8 @@ def reassemble_position(obj_tensor, global_offsets, M=10, batched=True):
         (S, S, 1) complex64, S = 2 * (M // 2) + 2 * pad.
     """
     M = validation.check_positive_int(M, name="M")
+    validation.check_numeric(obj_tensor, "obj_tensor")
+    validation.check_real_offsets(global_offsets, "global_offsets")
     patches = ops.cast(ops.convert_to_tensor(obj_tensor), "complex64")
     offsets = ops.convert_to_numpy(global_offsets).astype("float64")
     shape = tuple(patches.shape)
@@ -122,9 +127,29 @@ def reassemble_position(obj_tensor, global_offsets, M=10, batched=True):
     start = size // 2 - half_crop
     patches = patches[:, start:start + crop, start:start + crop, :]
     offsets = offsets[:, 0, 0, :]
+    # The canvas's side comes from the offsets: each must be finite, and
+    # the canvas indexable (as for any object).
+    if not np.all(np.isfinite(offsets)):
+        bad = offsets[~np.all(np.isfinite(offsets), axis=-1)][0]
+        raise ValueError(
+            "Argument `global_offsets` must be finite: the canvas's size is "
+            "computed from them. Received: global_offsets with "
+            f"{int(np.sum(~np.all(np.isfinite(offsets), axis=-1)))} non-finite "
+            f"position(s), the first [x, y] = {bad.tolist()}"
+        )
     # The canvas size follows PtychoPINN's float32 arithmetic; the
     # positions are centred in float64.
     as_float32 = offsets.astype("float32")
+    spread = float(np.max(np.abs(offsets - offsets.mean(axis=0))))
+    if not np.isfinite(np.max(np.abs(as_float32 - as_float32.mean(axis=0)))) or (
+        crop + 2 * spread + 2 > validation.INDEX_LIMIT**0.5
+    ):
+        raise ValueError(
+            "Argument `global_offsets` spreads too far for one canvas: the "
+            f"canvas would be about {crop + 2 * spread:.3g} pixels on a side, "
+            f"more than {int(validation.INDEX_LIMIT**0.5)}. Received: "
+            f"global_offsets with max |x - mean x|, |y - mean y| = {spread:.6g}"
+        )
     pad = int(np.ceil(np.max(np.abs(as_float32 - as_float32.mean(axis=0)))))
     pad += pad % 2
     side = crop + 2 * pad

@@ -21,8 +21,15 @@ __all__ = [
     "check_patches_shape",
     "check_patches_match_offsets",
     "check_crop",
+    "check_numeric",
+    "check_real_offsets",
+    "check_object_size",
     "layer_from_config",
 ]
+
+# The XLA implementation (TensorFlow, JAX) computes flat positions in the
+# objects in int32; past this, they would wrap around silently.
+INDEX_LIMIT = 2**31 - 1
 
 
 def check_positive_int(value, name):
@@ -177,6 +184,62 @@ def check_crop(crop, patch_size, name="crop"):
             f"size N = {patch_size}. Received: {name}={crop!r}"
         )
     return int(crop)
+
+
+def _dtype_of(value):
+    """`value`'s dtype as Keras names it, or its NumPy name where Keras has
+    none (strings, objects), without converting a tensor."""
+    dtype = getattr(value, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(value).dtype
+    try:
+        return keras.backend.standardize_dtype(dtype)
+    except (ValueError, TypeError, AttributeError):
+        return str(getattr(dtype, "name", dtype))
+
+
+def check_numeric(value, name):
+    """Accept a real or complex number array (bool and integers included);
+    refuse strings and other objects. Returns the Keras dtype name."""
+    dtype = _dtype_of(value)
+    if dtype == "bool" or dtype.startswith(("int", "uint", "float", "bfloat", "complex")):
+        return dtype
+    raise ValueError(
+        f"Argument `{name}` must hold numbers (real or complex). "
+        f"Received: {name} of dtype {dtype}"
+    )
+
+
+def check_real_offsets(value, name="offsets"):
+    """Accept integer or real float offsets; refuse complex (an imaginary
+    part would be dropped), bool and non-numeric ones."""
+    dtype = check_numeric(value, name)
+    if not dtype.startswith(("int", "uint", "float", "bfloat")):
+        raise ValueError(
+            f"Argument `{name}` must be real: integer or float [x, y] "
+            f"positions. Received: {name} of dtype {dtype}"
+        )
+    return dtype
+
+
+def check_object_size(count, height, width, patch_size, implementation, name, received):
+    """Refuse, on the XLA implementation, objects whose flat positions
+    (with a window's margin on every side) would not fit in int32: `count`
+    objects of `height` x `width` (None where unknown) and patches of
+    `patch_size`. `received` is quoted in the message."""
+    if implementation != "xla" or None in (count, height, width):
+        return
+    margin = 2 * (patch_size + 2)
+    if count * (height + margin) * (width + margin) <= INDEX_LIMIT:
+        return
+    raise ValueError(
+        f"Argument `{name}` is too large for 32-bit positions, which the "
+        "TensorFlow and JAX backends (and the offsets' gradient on PyTorch) "
+        f"index objects with: up to 2**31 pixels in all, less a margin of {margin} pixels on each "
+        f"axis (here {count} x ({height} + {margin}) x ({width} + {margin}) = "
+        f"{count * (height + margin) * (width + margin)}). Use the PyTorch "
+        f"backend, or split the object. Received: {received}"
+    )
 
 
 def layer_from_config(cls, config):

@@ -12,6 +12,7 @@ object zero-padded (`windows`). Patches are computed groups first,
 `keras.ops` code with the kernel's XLA module (the same interpolation).
 """
 
+from ptycho_layers import validation
 from ptycho_layers import xla
 from ptycho_layers.torch.kernels import KERNELS
 from ptycho_layers.torch.windows import extract
@@ -23,6 +24,11 @@ __all__ = ["KERNELS", "extract", "place", "offsets_gradient"]
 def offsets_gradient(images, image_index, x, y, finite, upstream, kernel):
     """`xla.offsets_gradient` with `kernel`'s XLA module: (b, c, 2) from
     `images` (Bi, H, W), `image_index` (b,), sanitized `x`, `y` and
-    `finite` (b, c), and `upstream` (b, N, N, c)."""
+    `finite` (b, c), and `upstream` (b, N, N, c). Its 32-bit positions
+    bound the object's size."""
+    validation.check_object_size(
+        *images.shape, upstream.shape[1], "xla", "images",
+        f"images.shape={tuple(images.shape)}",
+    )
     kernel = xla.KERNELS[kernel.NAME]
     return xla.offsets_gradient(images, image_index, x, y, finite, upstream, kernel)

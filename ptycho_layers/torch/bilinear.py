@@ -21,6 +21,7 @@ import torch
 
 __all__ = [
     "NAME",
+    "zero_weights",
     "window_size",
     "origin",
     "blend",
@@ -48,6 +49,20 @@ def origin(offset, patch_size):
     return floor.long() - patch_size // 2, offset - floor
 
 
+def zero_weights(fx, fy):
+    """Whether some second neighbour's weight in fx, fy (b, c, 1, 1, 1) is
+    exactly zero (an integer offset): there a NaN beyond the patch's
+    footprint must not be read, nor an infinite value spread, as 0 * NaN.
+    Asked once per call (a host read), not per piece."""
+    return bool(torch.any(fx == 0) or torch.any(fy == 0))
+
+
+def _weighted(weight, values):
+    """weight * values, zero wherever the weight is (see `zero_weights`)."""
+    # The product itself for finite values, autograd's derivative included.
+    return torch.where((weight != 0) | torch.isfinite(values), weight * values, 0)
+
+
 def _blend_fused(window, x0, x1, y0, y1):
     """The blend of windows with per-window weights (b, c, 1, 1, 1) for
     columns (x0, x1) and rows (y0, y1), as one expression: inductor makes
@@ -55,18 +70,18 @@ def _blend_fused(window, x0, x1, y0, y1):
     of its own)."""
 
     def across(rows):
-        return x0 * window[:, :, rows, :-1] + x1 * window[:, :, rows, 1:]
+        return x0 * window[:, :, rows, :-1] + _weighted(x1, window[:, :, rows, 1:])
 
-    return y0 * across(slice(None, -1)) + y1 * across(slice(1, None))
+    return y0 * across(slice(None, -1)) + _weighted(y1, across(slice(1, None)))
 
 
 def _blend_eager(window, x0, x1, y0, y1):
-    """`_blend_fused` op by op: two products and two in-place
-    multiply-adds, so only one intermediate as large as the patches."""
+    """`_blend_fused` op by op, summing in place."""
     across = window[:, :, :, :-1] * x0
-    across.addcmul_(window[:, :, :, 1:], x1)
+    across += _weighted(x1, window[:, :, :, 1:])
     patches = across[:, :, :-1] * y0
-    return patches.addcmul_(across[:, :, 1:], y1)
+    patches += _weighted(y1, across[:, :, 1:])
+    return patches
 
 
 def blend(window, fx, fy, fused):
@@ -92,13 +107,18 @@ def piece_views(window, scratch):
     return columns, across, (across[:, :, :-1], across[:, :, 1:])
 
 
-def blend_piece(views, fx, fy, out):
+def blend_piece(views, fx, fy, out, guard):
     """The blend of a piece's windows (through `piece_views`) into `out`
-    (count, c, N, N, q)."""
+    (count, c, N, N, q); `guard`: `zero_weights` of the call's fractions."""
     columns, across, rows = views
-    # lerp: one pass for (1 - f) a + f b, and NaN for a NaN weight.
+    # lerp: one pass for (1 - f) a + f b, and NaN for a NaN weight; but
+    # (1 - 0) a + 0 b is NaN for a NaN b, which a zero weight must not read.
     torch.lerp(*columns, fx, out=across)
+    if guard:
+        torch.where(fx == 0, columns[0], across, out=across)
     torch.lerp(*rows, fy, out=out)
+    if guard:
+        torch.where(fy == 0, rows[0], out, out=out)
     return out
 
 
@@ -110,7 +130,7 @@ def _spread_fused(values, x0, x1, y0, y1):
     pad = torch.nn.functional.pad
 
     def term(x, y, left, top):
-        return pad((values * x) * y, (0, 0, left, 1 - left, top, 1 - top))
+        return pad(_weighted(y, _weighted(x, values)), (0, 0, left, 1 - left, top, 1 - top))
 
     return term(x0, y0, 0, 0) + term(x1, y0, 1, 0) + term(x0, y1, 0, 1) + term(x1, y1, 1, 1)
 
@@ -130,11 +150,11 @@ def _spread_eager(values, x0, x1, y0, y1):
         across = values.new_zeros((b, c, n, n + 1, q))
         windows = values.new_zeros((b, c, n + 1, n + 1, q))
         across[:, :, :, :-1] += values * x0
-        across[:, :, :, 1:] += values * x1
+        across[:, :, :, 1:] += _weighted(x1, values)
         windows[:, :, :-1] += across * y0
-        windows[:, :, 1:] += across * y1
+        windows[:, :, 1:] += _weighted(y1, across)
         return windows
-    return spread_into(values, x1, y1, *spread_buffers(values, b))
+    return spread_into(values, x1, y1, *spread_buffers(values, b), zero_weights(x1, y1))
 
 
 def spread(values, fx, fy, fused):
@@ -168,11 +188,12 @@ def _rows(staged, n):
     return staged[:, :, 1:].view(b, c, n, n + 1, q)
 
 
-def spread_into(values, x1, y1, staged, across, windows):
+def spread_into(values, x1, y1, staged, across, windows, guard):
     """The blend's adjoint (`_spread_fused`) of values (b, c, N, N, q) with
     the second neighbours' weights x1, y1 (b, c, 1, 1, 1), into buffers
     from `spread_buffers`: windows (b, c, N+1, N+1, q), entry n receiving
-    (1 - w) v[n] + w v[n-1], v zero beyond the patch: columns, then rows."""
+    (1 - w) v[n] + w v[n-1], v zero beyond the patch: columns, then rows.
+    `guard`: `zero_weights(x1, y1)` (a zero w must not spread v[n-1])."""
     b, c, n, _, q = values.shape
     size = n + 1
     # The patches copied in with each value's q parts as one element
@@ -183,8 +204,13 @@ def spread_into(values, x1, y1, staged, across, windows):
     x1, y1 = x1.reshape(b, c, 1, 1), y1.reshape(b, c, 1, 1)
     # lerp(a, b, w) is (1 - w) a + w b in one pass: a the entry, b the one
     # before it (the zero before each row: the last entry of the row above).
-    torch.lerp(staged[:, :, 1:], staged[:, :, :-1], x1, out=across[:, :, size:-size])
+    middle = across[:, :, size:-size]
+    torch.lerp(staged[:, :, 1:], staged[:, :, :-1], x1, out=middle)
+    if guard:
+        torch.where(x1 == 0, staged[:, :, 1:], middle, out=middle)
     torch.lerp(across[:, :, size:], across[:, :, :-size], y1, out=windows)
+    if guard:
+        torch.where(y1 == 0, across[:, :, size:], windows, out=windows)
     return windows.view(b, c, size, size, q)
 
 

@@ -132,6 +132,7 @@ def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size, kernel):
     full = _piece_views(kernel, window_buffer, step, groups, size, q)
     scratch = full[2]
     pieces = row_pieces(step, starts.reshape(batch, groups * size), fx, fy, patches)
+    guard = kernel.zero_weights(fx, fy)
     edges.reverse()  # popped from the end, in batch order
     for first, piece_starts, piece_fx, piece_fy, piece_patches in pieces:
         count = piece_fx.shape[0]
@@ -150,7 +151,7 @@ def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size, kernel):
             if overlap is not None:
                 in_object, in_window = overlap
                 edge[in_window].copy_(objects[(index,) + in_object])
-        kernel.blend_piece(blend_views, piece_fx, piece_fy, piece_patches)
+        kernel.blend_piece(blend_views, piece_fx, piece_fy, piece_patches, guard)
     return patches
 
 

@@ -75,10 +75,13 @@ def _add_windows(kernel, values, fx, fy, total, starts, whole, edges):
     # One piece's buffers, reused (see `torch_pieces.patches_in_pieces`),
     # and the views of its windows, made once.
     buffers = kernel.spread_buffers(values, step)
+    guard = kernel.zero_weights(fx, fy)
     sources = buffers[2].view(-1, size, size, q).unbind(0)
     for first, piece_values, piece_fx, piece_fy in torch_pieces.row_pieces(step, values, fx, fy):
         count = piece_values.shape[0]
-        kernel.spread_into(piece_values, piece_fx, piece_fy, *(buffer[:count] for buffer in buffers))
+        kernel.spread_into(
+            piece_values, piece_fx, piece_fy, *(buffer[:count] for buffer in buffers), guard
+        )
         low, high = first * groups, (first + count) * groups
         into, added = targets[low:high], list(sources[:high - low])
         if clipped and clipped[-1][0] < high:

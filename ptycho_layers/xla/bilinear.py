@@ -62,7 +62,17 @@ def weights(y_fraction, x_fraction, row_inside, col_inside, keep=None):
     return (row_w0, row_w1, *_axis_weights(x_fraction, col_inside))
 
 
-def blend(parts, weights):
+def _weighted(weight, values):
+    """weight * values, zero wherever the weight is: a zero weight reads
+    nothing (at an integer offset, the window's last row and column lie
+    beyond the patch's footprint, and 0 * NaN would be NaN)."""
+    # Selected on the values' finiteness too, so that for finite values it
+    # is the product itself, bit for bit and for autodiff at a zero weight.
+    reads = ops.logical_or(weight != 0, ops.isfinite(values))
+    return ops.where(reads, weight * values, ops.zeros_like(values))
+
+
+def blend(parts, weights, guarded=True):
     """`parts`, a list of (b, N+1, N+1, c) real windows in the weights'
     dtype (say, real and imaginary parts), blended alike by `weights` into
     a list of (b, N, N, c). Groups last, a window row is a contiguous run
@@ -73,9 +83,13 @@ def blend(parts, weights):
     row_w0 = row_w0[:, :, None]
     row_w1 = row_w1[:, :, None]
 
+    # The first neighbours' weights vanish only outside the object, where
+    # every reader's window holds zeros; `guarded` False: plain products.
+    second = _weighted if guarded else (lambda weight, values: weight * values)
+
     def one(part):
-        across = col_w0 * part[:, :, :-1] + col_w1 * part[:, :, 1:]
-        return row_w0 * across[:, :-1] + row_w1 * across[:, 1:]
+        across = col_w0 * part[:, :, :-1] + second(col_w1, part[:, :, 1:])
+        return row_w0 * across[:, :-1] + second(row_w1, across[:, 1:])
 
     return [one(part) for part in parts]
 
@@ -86,8 +100,8 @@ def row_share(moved, row_parts, weights):
     it lands on patch rows m-1 (weight row_w1) and m (row_w0), blended
     along the row like any other.
 
-    Returns (lands, weight, rows): (b, N, c) bool and real, and the blended
-    row's real parts, (b, N, c) each."""
+    Returns (lands, weight, rows): (b, N, c) bool (false where the weight
+    is zero) and real, and the blended row's real parts, (b, N, c) each."""
     row_w0, row_w1, col_w0, col_w1 = weights
     steps = ops.arange(ops.shape(row_w0)[1], dtype="int32")[None, :, None]
     moved = moved[:, None, :]
@@ -96,10 +110,16 @@ def row_share(moved, row_parts, weights):
     weight = ops.where(first, row_w0, zeros) + ops.where(second, row_w1, zeros)
     rows = [
         col_w0 * ops.transpose(part[..., :-1], (0, 2, 1))
-        + col_w1 * ops.transpose(part[..., 1:], (0, 2, 1))
+        + _weighted(col_w1, ops.transpose(part[..., 1:], (0, 2, 1)))
         for part in row_parts
     ]
-    return ops.logical_or(first, second), weight, rows
+    # Where its weight is zero, a non-finite row lands nowhere (see
+    # `_weighted`).
+    finite = ops.isfinite(rows[0])
+    for row in rows[1:]:
+        finite = ops.logical_and(finite, ops.isfinite(row))
+    lands = ops.logical_and(ops.logical_or(first, second), ops.logical_or(weight != 0, finite))
+    return lands, weight, rows
 
 
 def spread_operands(weights, pairs):
@@ -138,9 +158,11 @@ def spread(row_w0, row_w1, col_w0, col_w1, padded):
         # padded[p + row, q + col] for every window entry (p, q).
         return padded[:, :, row:row + size, col:col + size]
 
-    same_row = col_w0 * at(1, 1) + col_w1 * at(1, 0)
-    row_above = col_w0 * at(0, 1) + col_w1 * at(0, 0)
-    return row_w0 * same_row + row_w1 * row_above
+    # A zero second-neighbour weight (an integer offset) must not spread
+    # an infinite patch value one pixel beyond the footprint as NaN.
+    same_row = col_w0 * at(1, 1) + _weighted(col_w1, at(1, 0))
+    row_above = col_w0 * at(0, 1) + _weighted(col_w1, at(0, 0))
+    return row_w0 * same_row + _weighted(row_w1, row_above)
 
 
 def derivative(window_parts, upstream_parts, geometry):
@@ -156,8 +178,9 @@ def derivative(window_parts, upstream_parts, geometry):
     d_x = 0
     d_y = 0
     for part, values in zip(upstream_parts, window_parts):
-        (by_x,) = blend([values], (*row_w, *col_d))
-        (by_y,) = blend([values], (*row_d, *col_w))
+        # Unguarded: the derivative's weights are not the blend's.
+        (by_x,) = blend([values], (*row_w, *col_d), guarded=False)
+        (by_y,) = blend([values], (*row_d, *col_w), guarded=False)
         d_x = d_x + ops.sum(part * by_x, axis=(1, 2))
         d_y = d_y + ops.sum(part * by_y, axis=(1, 2))
     return d_x, d_y

@@ -128,11 +128,16 @@ def _add_windows(contributions, image_index, x_start, y_start, shape, sums=None)
         return runs.add_window_runs(
             contributions, image_index, x_start, y_start, shape, sums
         )
-    rows, _ = geometry.axis_indices(y_start, size, height, "int32")
-    cols, _ = geometry.axis_indices(x_start, size, width, "int32")
-    # Entries at clamped indices are zero: adding them changes nothing.
+    rows, row_inside = geometry.axis_indices(y_start, size, height, "int32")
+    cols, col_inside = geometry.axis_indices(x_start, size, width, "int32")
     positions = geometry.flat_positions(image_index, rows, cols, height, width)
     positions = ops.transpose(positions, (0, 3, 1, 2))
+    # Entries at clamped indices are dropped (set to zero, NaN included),
+    # as the run scatter drops them.
+    inside = ops.transpose(row_inside[:, :, None, :] * col_inside[:, None, :, :], (0, 3, 1, 2))
+    contributions = backends.current().where(
+        inside > 0, contributions, ops.zeros_like(contributions)
+    )
     total = backends.current().add_at(
         ops.reshape(contributions, (-1,)),
         ops.reshape(positions, (-1,)),

@@ -29,8 +29,12 @@ def gathered_windows(images, image_index, geometry_, size):
     positions = geometry.flat_positions(
         image_index, geometry_["rows"], geometry_["cols"], height, width
     )
-    # Entries read at clamped indices get zero weight in the blend.
-    return backends.current().take(ops.reshape(images, (-1,)), positions)
+    # Entries read at clamped indices are set to zero, as the run gather's
+    # are: a zero weight alone would leave 0 * NaN where the object holds
+    # a NaN at its edge.
+    found = backends.current().take(ops.reshape(images, (-1,)), positions)
+    inside = geometry_["row_inside"][:, :, None, :] * geometry_["col_inside"][:, None, :, :]
+    return backends.current().where(inside > 0, found, ops.zeros_like(found))
 
 
 def reader(images, batch, groups, patch_size, kernel):
