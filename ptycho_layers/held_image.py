@@ -36,7 +36,10 @@ def stored_values(image, image_dtype):
 
 
 def image_of(variable, image_dtype):
-    """The weight's (H, W) object as a tensor in `image_dtype`."""
+    """The weight's (H, W) object as a tensor in `image_dtype` (inside
+    `tf.data` under JAX or PyTorch, its value when the pipeline runs:
+    `backends.variable_value`)."""
+    variable = backends.variable_value(variable)
     if standardize_dtype(image_dtype) not in _PARTS:
         return variable
     pairs = ops.convert_to_tensor(variable)

@@ -208,3 +208,27 @@ def test_an_infinite_patch_value_is_placed_inside_its_footprint(torch_form, shap
     expected = np.zeros(shape, "float32")
     expected[1:5, 0:4] = patches[0, :, :, 0]
     np.testing.assert_array_equal(placed, expected)
+
+
+# ---------------------------------------------------------------------------
+# A held object inside tf.data reads its current values.
+
+
+@pytest.mark.parametrize("dtype", ["complex64", "float32"])
+def test_tf_data_reads_the_held_object_as_it_is_now(dtype):
+    """Before: under JAX and PyTorch the pipeline kept the object's values
+    from when `.map` traced it; new values assigned to the weight were
+    ignored (TensorFlow saw them)."""
+    import tensorflow as tf
+
+    image = asymmetric_object(10, 12, dtype)
+    offsets = np.array([[[4.5, 5.0]], [[6.0, 3.25]]], "float32")
+    layer = PatchExtraction(4, image=image)
+    pipeline = tf.data.Dataset.from_tensor_slices(offsets).batch(2).map(layer)
+    before = numpy(next(iter(pipeline)))
+    np.testing.assert_allclose(before, oracle_patches(image[None], offsets, 4), atol=1e-5)
+    changed = 3 * image + 1
+    pairs = np.stack([changed.real, changed.imag], -1) if dtype == "complex64" else changed
+    layer.image_variable.assign(pairs.astype("float32"))
+    after = numpy(next(iter(pipeline)))
+    np.testing.assert_allclose(after, oracle_patches(changed[None], offsets, 4), atol=1e-5)

@@ -23,7 +23,9 @@ import keras
 from keras import tree
 from keras.backend import standardize_dtype
 
-__all__ = ["SUPPORTED", "current", "name", "keras_ops", "graph_scope_for", "portable"]
+__all__ = [
+    "SUPPORTED", "current", "name", "keras_ops", "graph_scope_for", "portable", "variable_value",
+]
 
 SUPPORTED = ("tensorflow", "jax", "torch")
 
@@ -128,6 +130,26 @@ def graph_scope_for(inputs):
         yield True
     finally:
         _SCOPE.tensorflow_graph = False
+
+
+def variable_value(variable):
+    """A layer's weight `variable` as a tensor of the code being traced.
+
+    Inside `graph_scope_for` (a TensorFlow graph under JAX or PyTorch:
+    `tf.data.Dataset.map`), the weight's value read each time the graph
+    runs, not the value it had when the graph was traced, so that a
+    pipeline sees the weight as it is now (as it does on TensorFlow);
+    elsewhere the variable itself."""
+    if not _SCOPE.tensorflow_graph:
+        return variable
+    tf = importlib.import_module("tensorflow")
+
+    def read():
+        return keras.ops.convert_to_numpy(variable.value)
+
+    value = tf.numpy_function(read, [], tf.as_dtype(standardize_dtype(variable.dtype)), stateful=True)
+    value.set_shape(variable.shape)
+    return value
 
 
 class _KerasOps:
