@@ -23,11 +23,16 @@ def bilinear(image, rows, cols):
         value = image[np.clip(r, 0, height - 1), np.clip(c, 0, width - 1)]
         return np.where(inside, value, 0)
 
+    def term(weight, r, c):
+        # A neighbour of zero weight is not read at all: at a whole-pixel
+        # position only the pixel itself counts, NaN beside it or not.
+        return np.where(weight == 0, 0, weight * pixel(r, c))
+
     return (
-        (1 - tr) * (1 - tc) * pixel(r0, c0)
-        + (1 - tr) * tc * pixel(r0, c0 + 1)
-        + tr * (1 - tc) * pixel(r0 + 1, c0)
-        + tr * tc * pixel(r0 + 1, c0 + 1)
+        term((1 - tr) * (1 - tc), r0, c0)
+        + term((1 - tr) * tc, r0, c0 + 1)
+        + term(tr * (1 - tc), r0 + 1, c0)
+        + term(tr * tc, r0 + 1, c0 + 1)
     )
 
 

@@ -22,6 +22,7 @@ __all__ = [
     "weights",
     "blend",
     "row_share",
+    "add_row_share",
     "spread_operands",
     "spread",
     "derivative",
@@ -100,8 +101,8 @@ def row_share(moved, row_parts, weights):
     it lands on patch rows m-1 (weight row_w1) and m (row_w0), blended
     along the row like any other.
 
-    Returns (lands, weight, rows): (b, N, c) bool (false where the weight
-    is zero) and real, and the blended row's real parts, (b, N, c) each."""
+    Returns (lands, weight, rows): (b, N, c) bool and real, and the blended
+    row's real parts, (b, N, c) each (`add_row_share` adds them)."""
     row_w0, row_w1, col_w0, col_w1 = weights
     steps = ops.arange(ops.shape(row_w0)[1], dtype="int32")[None, :, None]
     moved = moved[:, None, :]
@@ -113,13 +114,19 @@ def row_share(moved, row_parts, weights):
         + _weighted(col_w1, ops.transpose(part[..., 1:], (0, 2, 1)))
         for part in row_parts
     ]
-    # Where its weight is zero, a non-finite row lands nowhere (see
-    # `_weighted`).
-    finite = ops.isfinite(rows[0])
-    for row in rows[1:]:
-        finite = ops.logical_and(finite, ops.isfinite(row))
-    lands = ops.logical_and(ops.logical_or(first, second), ops.logical_or(weight != 0, finite))
-    return lands, weight, rows
+    return ops.logical_or(first, second), weight, rows
+
+
+def add_row_share(parts, share):
+    """`parts` (b, N, N, c) with `row_share`'s `share` added where it lands,
+    outside the fusion boundary (fused into the blend); a zero weight
+    reads nothing there either (`_weighted`)."""
+    lands, weight, rows = share
+    lands, weight = lands[:, :, None, :], weight[:, :, None, :]
+    return [
+        part + ops.where(lands, _weighted(weight, row[:, None]), ops.zeros_like(part))
+        for part, row in zip(parts, rows)
+    ]
 
 
 def spread_operands(weights, pairs):

@@ -29,12 +29,7 @@ def _blend(kernel, window, weights, dtype, moved=None):
     added where it lands."""
     parts = kernel.blend(geometry.real_parts(window, dtype, weights[0].dtype), weights)
     if moved is not None:
-        lands, weight, rows = moved
-        lands, weight = lands[:, :, None, :], weight[:, :, None, :]
-        parts = [
-            part + backends.current().where(lands, weight * row[:, None], ops.zeros_like(part))
-            for part, row in zip(parts, rows)
-        ]
+        parts = kernel.add_row_share(parts, moved)
     if dtype in COMPLEX:
         return backends.current().complex(*parts)
     return ops.cast(parts[0], dtype)
