@@ -67,10 +67,9 @@ def _weighted(weight, values):
     """weight * values, zero wherever the weight is: a zero weight reads
     nothing (at an integer offset, the window's last row and column lie
     beyond the patch's footprint, and 0 * NaN would be NaN)."""
-    # Selected on the values' finiteness too, so that for finite values it
-    # is the product itself, bit for bit and for autodiff at a zero weight.
-    reads = ops.logical_or(weight != 0, ops.isfinite(values))
-    return ops.where(reads, weight * values, ops.zeros_like(values))
+    # Selected on the weight alone: a select on the values too (their
+    # finiteness) keeps XLA from fusing the gather into the blend.
+    return ops.where(weight != 0, weight * values, ops.zeros_like(values))
 
 
 def blend(parts, weights, guarded=True):
