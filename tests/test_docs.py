@@ -89,7 +89,13 @@ def test_every_module_is_walked():
         if parts[-1] == "__init__":
             parts = parts[:-1]
         on_disk.add(".".join(parts))
-    assert set(package_module_names()) == on_disk
+    # A subpackage that needs a missing optional package (`ptycho_layers.torch`
+    # without PyTorch) cannot be walked into; it is reported skipped above.
+    unwalkable = {
+        name for name in on_disk
+        if any(name.startswith(top + ".") for top in on_disk if import_or_reason(top)[0] is None)
+    }
+    assert set(package_module_names()) == on_disk - unwalkable
 
 
 @pytest.mark.parametrize("name", ptycho_layers.__all__)
