@@ -59,19 +59,28 @@ def prepare_inputs(images, offsets, patch_size=0):
 
 
 def dispatch(images, offsets, patch_size, batched, kernel="bilinear"):
-    """Run the vectorized operator or the legacy loop on checked inputs."""
+    """Run the vectorized operator with `kernel` (an
+    `operators.kernel_spec`) or the legacy loop on checked inputs."""
     if not batched:
         return legacy.extract_patches_legacy(images, offsets, patch_size)
     extraction = operators.extraction(patch_size, kernel, backends.current())
     return extraction(images, offsets)
 
 
-def extract_patches(images, offsets, patch_size, batched=True):
+def extract_patches(
+    images, offsets, patch_size, batched=True, interpolation="bilinear",
+    fourier_margin=1,
+):
     """Extract the NxN patch of the object under every scan position.
 
-    `patch[b, i, j, k]` samples object b (or the only object) bilinearly at
-    row `y - N//2 + i`, column `x - N//2 + j`, where `[x, y] =
-    offsets[b, k]`, the object being zero outside its bounds.
+    `patch[b, i, j, k]` samples object b (or the only object) at row
+    `y - N//2 + i`, column `x - N//2 + j`, where `[x, y] = offsets[b, k]`,
+    the object being zero outside its bounds: bilinearly by default;
+    `interpolation="fourier"` shifts the integer window of (N + 2m)^2
+    pixels around the patch (m = `fourier_margin`) by the offset's
+    fraction in Fourier space (band-limited, no blur), and
+    `interpolation="nearest"` takes the pixel nearest to each position.
+    At integer offsets every kernel gives the plain slice.
 
     Example:
 
@@ -87,17 +96,26 @@ def extract_patches(images, offsets, patch_size, batched=True):
             object shared by every row of offsets) or the offsets' batch.
         offsets: (B, c, 2), [x, y] in object pixels (x = column).
         patch_size: N, a positive int.
-        batched: True for the vectorized path, False for the legacy loop.
+        batched: True for the vectorized path, False for the legacy loop
+            (bilinear only).
+        interpolation: "bilinear" (the default), "fourier" or "nearest";
+            the definitions are in the README ("Interpolation kernels").
+        fourier_margin: m, a positive int: the Fourier kernel's window
+            reaches m pixels beyond the patch on every side.
 
     Returns:
         (B, N, N, c) in the images' dtype.
     """
     patch_size = validation.check_positive_int(patch_size, "patch_size")
     batched = validation.check_batched(batched)
+    interpolation, fourier_margin = validation.check_interpolation(
+        interpolation, fourier_margin, batched
+    )
+    kernel = operators.kernel_spec(interpolation, fourier_margin)
     # Inside `tf.data` under JAX or PyTorch: TensorFlow ops.
     with backends.graph_scope_for((images, offsets)):
         images, offsets = prepare_inputs(images, offsets, patch_size)
-        return dispatch(images, offsets, patch_size, batched)
+        return dispatch(images, offsets, patch_size, batched, kernel)
 
 
 # The implementation loaded now, not first inside a traced kernel

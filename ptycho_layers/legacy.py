@@ -93,8 +93,9 @@ def extract_patches_legacy(images, offsets, patch_size):
     num_images, height, width = ops.shape(images)
     batch, groups = ops.shape(offsets)[0], ops.shape(offsets)[1]
 
+    # Bilinear: windows of N + 1.
     x, y, finite = operators.sanitize_offsets(
-        offsets, height, width, patch_size, "float32"
+        offsets, height, width, patch_size + 1, "float32"
     )
     padded = ops.pad(images, [[0, 0], [half, half], [half, half]])
     # Patch k = b*c + j (b-major, c-minor) reads image b, or the only one.
@@ -156,8 +157,9 @@ def place_patches_legacy(patches, offsets, image_shape):
     patch_size = ops.shape(patches)[1]
     half = patch_size // 2
     batch, groups = ops.shape(offsets)[0], ops.shape(offsets)[1]
+    # Bilinear: windows of N + 1.
     x, y, finite = operators.sanitize_offsets(
-        offsets, height, width, patch_size, "float32"
+        offsets, height, width, patch_size + 1, "float32"
     )
     # Not a product with the mask: 0 * NaN would still be NaN.
     patches = backends.current().where(

@@ -26,6 +26,7 @@ from ptycho_layers.backends import keras_ops as ops
 __all__ = [
     "COMPLEX",
     "KERNELS",
+    "kernel_spec",
     "coordinate_dtype",
     "sanitize_offsets",
     "image_indices",
@@ -41,7 +42,18 @@ __all__ = [
 COMPLEX = ("complex64", "complex128")
 
 # The interpolation kernels every implementation offers.
-KERNELS = ("bilinear",)
+KERNELS = ("bilinear", "fourier", "nearest")
+
+
+def kernel_spec(interpolation, fourier_margin=1):
+    """The kernel as the operators and their caches name it: a string
+    ("bilinear", "nearest", or "fourier:m" with the margin m), hashable
+    and passed as it is to `torch.compile`'s custom operators. Each
+    implementation's `kernel(spec)` turns it into the kernel itself.
+    Checked values (`validation.check_interpolation`)."""
+    if interpolation == "fourier":
+        return f"fourier:{fourier_margin}"
+    return interpolation
 
 def coordinate_dtype(image_dtype):
     """The float dtype used for coordinates and interpolation weights.
@@ -54,11 +66,12 @@ def coordinate_dtype(image_dtype):
     return "float64" if dtype in ("float64", "complex128") else "float32"
 
 
-def sanitize_offsets(offsets, height, width, patch_size, dtype):
+def sanitize_offsets(offsets, height, width, window_size, dtype):
     """`offsets` (B, c, 2) [x, y], any real or integer dtype, as (x, y,
     finite): x, y (B, c) in the coordinate `dtype`, safe to turn into
     indices (non-finite values replaced by 0, values clipped to a range
-    beyond which a patch of `patch_size` is wholly outside an object of
+    beyond which a patch reading windows of side `window_size` (the
+    kernel's, at least the patch's side) is wholly outside an object of
     `height`, `width` anyway: no overflow, same result); `finite` (B, c)
     bool, which offsets were finite."""
     offsets = ops.cast(offsets, dtype)
@@ -67,9 +80,11 @@ def sanitize_offsets(offsets, height, width, patch_size, dtype):
     finite = ops.logical_and(ops.isfinite(x), ops.isfinite(y))
     x = ops.where(finite, x, ops.zeros_like(x))
     y = ops.where(finite, y, ops.zeros_like(y))
-    # A window starting N+2 pixels beyond either edge reads only zeros, both
-    # before and after clipping, so clipping changes nothing but the range.
-    margin = patch_size + 2
+    # A window of side S around an offset S+1 pixels beyond either edge
+    # reads only zeros, both before and after clipping (its start is at
+    # most S-1 pixels before the offset), so clipping changes nothing but
+    # the range.
+    margin = window_size + 1
     x = ops.clip(x, -margin, ops.cast(width + margin, dtype))
     y = ops.clip(y, -margin, ops.cast(height + margin, dtype))
     return x, y, finite
@@ -114,28 +129,31 @@ def implementation():
     return module
 
 
-def _sanitized(values, offsets, shape, patch_size):
+def _sanitized(values, offsets, shape, patch_size, kernel):
     """(x, y, finite, image_index) for `offsets` (B, c, 2) into objects of
-    `shape` (Bi, H, W), in the coordinate dtype of `values`."""
+    `shape` (Bi, H, W), in the coordinate dtype of `values`, for patches
+    of `patch_size` and `kernel` (a kernel module or object)."""
     num_images, height, width = shape
     coord = coordinate_dtype(values.dtype)
-    x, y, finite = sanitize_offsets(offsets, height, width, patch_size, coord)
+    size = kernel.window_size(patch_size)
+    x, y, finite = sanitize_offsets(offsets, height, width, size, coord)
     image_index = image_indices(ops.shape(offsets)[0], num_images)
     return x, y, finite, image_index
 
 
 def extract_patches_batched(images, offsets, patch_size, kernel="bilinear"):
     """Patches (B, N, N, c) of `images` (Bi, H, W) at `offsets` (B, c, 2),
-    by the current implementation and `kernel` (one of `KERNELS`): in the
+    by the current implementation and `kernel` (a `kernel_spec`): in the
     images' dtype (float16/bfloat16 interpolated in float32), NaN where an
     offset is not finite."""
     images = ops.convert_to_tensor(images)
     offsets = ops.convert_to_tensor(offsets)
-    x, y, finite, image_index = _sanitized(images, offsets, ops.shape(images), patch_size)
     module = implementation()
-    return module.extract(
-        images, image_index, x, y, finite, patch_size, module.KERNELS[kernel]
+    kernel = module.kernel(kernel)
+    x, y, finite, image_index = _sanitized(
+        images, offsets, ops.shape(images), patch_size, kernel
     )
+    return module.extract(images, image_index, x, y, finite, patch_size, kernel)
 
 
 def place_patches_batched(patches, offsets, image_shape, kernel="bilinear"):
@@ -147,11 +165,12 @@ def place_patches_batched(patches, offsets, image_shape, kernel="bilinear"):
     patches = ops.convert_to_tensor(patches)
     offsets = ops.convert_to_tensor(offsets)
     patch_size = ops.shape(patches)[1]
-    x, y, finite, image_index = _sanitized(patches, offsets, image_shape, patch_size)
     module = implementation()
-    return module.place(
-        patches, image_index, x, y, finite, image_shape, module.KERNELS[kernel]
+    kernel = module.kernel(kernel)
+    x, y, finite, image_index = _sanitized(
+        patches, offsets, image_shape, patch_size, kernel
     )
+    return module.place(patches, image_index, x, y, finite, image_shape, kernel)
 
 
 def offsets_gradient(images, offsets, upstream, kernel="bilinear"):
@@ -164,10 +183,13 @@ def offsets_gradient(images, offsets, upstream, kernel="bilinear"):
     offsets = ops.convert_to_tensor(offsets)
     upstream = ops.convert_to_tensor(upstream)
     patch_size = ops.shape(upstream)[1]
-    x, y, finite, image_index = _sanitized(images, offsets, ops.shape(images), patch_size)
     module = implementation()
+    kernel = module.kernel(kernel)
+    x, y, finite, image_index = _sanitized(
+        images, offsets, ops.shape(images), patch_size, kernel
+    )
     d_offsets = module.offsets_gradient(
-        images, image_index, x, y, finite, upstream, module.KERNELS[kernel]
+        images, image_index, x, y, finite, upstream, kernel
     )
     d_offsets = ops.where(finite[..., None], d_offsets, ops.zeros_like(d_offsets))
     offsets_dtype = standardize_dtype(offsets.dtype)

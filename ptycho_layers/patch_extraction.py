@@ -9,6 +9,7 @@ from ptycho_layers import functional
 from ptycho_layers import held_image
 from ptycho_layers import layer_calls
 from ptycho_layers import onnx_export
+from ptycho_layers import operators
 from ptycho_layers import validation
 from ptycho_layers.backends import keras_ops as ops
 
@@ -26,7 +27,8 @@ class PatchExtraction(keras.layers.Layer):
         patch[i, j] = bilinear(object, row = y - N//2 + i, col = x - N//2 + j)
 
     with the object extended by zeros outside its bounds, so integer
-    offsets give plain slices. Patches of a group of c scan positions go on
+    offsets give plain slices; `interpolation` picks another kernel
+    (Fourier shifts, nearest pixel) under the same convention. Patches of a group of c scan positions go on
     the last axis (PtychoPINN's channel format).
 
     The layer has two forms:
@@ -64,6 +66,14 @@ class PatchExtraction(keras.layers.Layer):
             XLA-compiled, so the first call with new input shapes compiles
             (seconds; docs/performance.md has the figures) and later ones
             reuse it.
+        interpolation: "bilinear" (default), "fourier" (the integer window
+            of (N + 2m)^2 pixels, m = `fourier_margin`, shifted by the
+            offset's fraction in Fourier space and cropped to NxN: no
+            blur) or "nearest" (the pixel nearest each position; no
+            offsets gradient). The README's "Interpolation kernels" has
+            the definitions. Bilinear only with `batched=False`.
+        fourier_margin: m, a positive int (default 1), the Fourier
+            kernel's margin.
         image: optional (H, W) or (H, W, 1) array, real or complex: the held
             object. Its values are stored as a weight named "image"
             (`layer.image_variable`): (H, W) for a real object, (H, W, 2)
@@ -103,6 +113,8 @@ class PatchExtraction(keras.layers.Layer):
         image_shape=None,
         image_dtype=None,
         trainable_image=False,
+        interpolation="bilinear",
+        fourier_margin=1,
         **kwargs,
     ):
         # Offsets must keep their float32/float64 precision under mixed
@@ -111,6 +123,9 @@ class PatchExtraction(keras.layers.Layer):
         super().__init__(autocast=False, **kwargs)
         self.patch_size = validation.check_positive_int(patch_size, "patch_size")
         self.batched = validation.check_batched(batched)
+        self.interpolation, self.fourier_margin = validation.check_interpolation(
+            interpolation, fourier_margin, self.batched
+        )
         if not isinstance(trainable_image, bool):
             raise ValueError(
                 "Argument `trainable_image` must be a bool. "
@@ -235,8 +250,9 @@ class PatchExtraction(keras.layers.Layer):
         onnx_export.check_real(
             images.dtype, "image" if self.holds_image else "images"
         )
+        kernel = operators.kernel_spec(self.interpolation, self.fourier_margin)
         patches = functional.dispatch(
-            images, offsets, self.patch_size, self.batched
+            images, offsets, self.patch_size, self.batched, kernel
         )
         if standardize_dtype(patches.dtype) not in _COMPLEX and _is_mixed(
             self.dtype_policy
@@ -274,6 +290,8 @@ class PatchExtraction(keras.layers.Layer):
                 ),
                 "image_dtype": self.image_dtype,
                 "trainable_image": self.trainable_image,
+                "interpolation": self.interpolation,
+                "fourier_margin": self.fourier_margin,
             }
         )
         return config

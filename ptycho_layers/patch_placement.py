@@ -4,6 +4,7 @@ import keras
 
 from ptycho_layers import layer_calls
 from ptycho_layers import onnx_export
+from ptycho_layers import operators
 from ptycho_layers import placement
 from ptycho_layers import validation
 
@@ -17,8 +18,9 @@ class PatchPlacement(keras.layers.Layer):
 
     A patch of size N at offset `[x, y]` (x = column, in object pixels)
     adds its entry `[i, j]` at row `y - N//2 + i`, column `x - N//2 + j`,
-    spread bilinearly over the (up to four) pixels it would have been
-    sampled from; what falls outside the object is dropped. Row b's c
+    spread over the pixels it would have been sampled from by the same
+    kernel (bilinear by default: up to four); what falls outside the
+    object is dropped. Row b's c
     patches go into object b (Keras splits and joins batches by rows; to
     sum every row into one object, use `place_patches` or `reassemble`).
 
@@ -45,6 +47,11 @@ class PatchPlacement(keras.layers.Layer):
             none reaches.
         crop: None (default: the whole patch) or the side of each patch's
             central square that counts, the rest taken as zero.
+        interpolation: "bilinear" (default), "fourier" or "nearest": the
+            kernel whose adjoint this is (see `PatchExtraction`). Bilinear
+            only with `batched=False`.
+        fourier_margin: m, a positive int (default 1), the Fourier
+            kernel's margin.
         **kwargs: base layer arguments (`name`, `dtype`, ...).
 
     Input shape:
@@ -56,7 +63,10 @@ class PatchPlacement(keras.layers.Layer):
         (B, H, W) in the patches' dtype.
     """
 
-    def __init__(self, image_shape, batched=True, normalize=False, crop=None, **kwargs):
+    def __init__(
+        self, image_shape, batched=True, normalize=False, crop=None,
+        interpolation="bilinear", fourier_margin=1, **kwargs,
+    ):
         # Offsets keep their precision under mixed precision.
         kwargs.pop("autocast", None)
         super().__init__(autocast=False, **kwargs)
@@ -64,6 +74,9 @@ class PatchPlacement(keras.layers.Layer):
         self.batched = validation.check_batched(batched)
         self.normalize = validation.check_bool(normalize, "normalize")
         self.crop = validation.check_crop(crop, None)
+        self.interpolation, self.fourier_margin = validation.check_interpolation(
+            interpolation, fourier_margin, self.batched
+        )
 
     def __call__(self, inputs, **kwargs):
         return layer_calls.call(self, super().__call__, inputs, kwargs, single=False)
@@ -99,13 +112,17 @@ class PatchPlacement(keras.layers.Layer):
         patches, offsets = placement.prepare_patches(*self._split(inputs))
         self._check_shapes(patches.shape, offsets.shape)
         onnx_export.check_real(patches.dtype, "patches")
+        kernel = operators.kernel_spec(self.interpolation, self.fourier_margin)
         if self.normalize:
             image, _ = placement.normalized(
-                patches, offsets, self.image_shape, self.crop, self.batched, True
+                patches, offsets, self.image_shape, self.crop, self.batched, True,
+                kernel=kernel,
             )
             return image
         patches = placement.cropped(patches, self.crop)
-        return placement.dispatch(patches, offsets, self.image_shape, self.batched, True)
+        return placement.dispatch(
+            patches, offsets, self.image_shape, self.batched, True, kernel
+        )
 
     def compute_output_shape(self, input_shape):
         patches_shape, _ = self._split(input_shape)
@@ -124,6 +141,8 @@ class PatchPlacement(keras.layers.Layer):
                 "batched": self.batched,
                 "normalize": self.normalize,
                 "crop": self.crop,
+                "interpolation": self.interpolation,
+                "fourier_margin": self.fourier_margin,
             }
         )
         return config

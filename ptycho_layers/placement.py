@@ -2,9 +2,9 @@
 
 Placement is the exact adjoint of `extract_patches`, under the same
 convention: a patch of size N at offset [x, y] puts its entry [i, j] into
-the object at row y - N//2 + i, column x - N//2 + j, spread bilinearly over
-the (up to four) pixels it would have been sampled from; what falls outside
-the object is dropped.
+the object at row y - N//2 + i, column x - N//2 + j, spread over the
+pixels it would have been sampled from by the same kernel (bilinear: up
+to four); what falls outside the object is dropped.
 """
 
 import numpy as np
@@ -56,7 +56,10 @@ def dispatch(patches, offsets, image_shape, batched, per_row, kernel="bilinear")
     return placement(patches, offsets)
 
 
-def place_patches(patches, offsets, image_shape, batched=True, per_row=False):
+def place_patches(
+    patches, offsets, image_shape, batched=True, per_row=False,
+    interpolation="bilinear", fourier_margin=1,
+):
     """Add every patch into the object at its offset: the adjoint of
     `extract_patches`.
 
@@ -81,6 +84,8 @@ def place_patches(patches, offsets, image_shape, batched=True, per_row=False):
             of extraction from one shared object). True: row b's c patches
             into object b, (B, H, W) (the adjoint of extraction with one
             object per row).
+        interpolation, fourier_margin: the kernel, as for
+            `extract_patches`; placement is its exact adjoint.
 
     Returns:
         (1, H, W) or (B, H, W) in the patches' dtype. Integer offsets give
@@ -89,9 +94,12 @@ def place_patches(patches, offsets, image_shape, batched=True, per_row=False):
     image_shape = validation.check_image_shape(image_shape)
     batched = validation.check_batched(batched)
     per_row = validation.check_bool(per_row, "per_row")
+    kernel = operators.kernel_spec(
+        *validation.check_interpolation(interpolation, fourier_margin, batched)
+    )
     with backends.graph_scope_for((patches, offsets)):
         patches, offsets = prepare_patches(patches, offsets)
-        return dispatch(patches, offsets, image_shape, batched, per_row)
+        return dispatch(patches, offsets, image_shape, batched, per_row, kernel)
 
 
 def _crop_mask(patch_size, crop, dtype):
@@ -114,9 +122,12 @@ def cropped(patches, crop):
     return backends.current().where(mask > 0, patches, ops.zeros_like(patches))
 
 
-def normalized(patches, offsets, image_shape, crop, batched, per_row, floor=None):
+def normalized(
+    patches, offsets, image_shape, crop, batched, per_row, floor=None,
+    kernel="bilinear",
+):
     """place(cropped patches) / place(crop mask), and place(crop mask), the
-    coverage.
+    coverage, both placed by `kernel` (an `operators.kernel_spec`).
 
     `floor` None: the average, 0 where no patch reaches; else
     total / (floor + coverage), PtychoPINN's rule.
@@ -127,8 +138,10 @@ def normalized(patches, offsets, image_shape, crop, batched, per_row, floor=None
     masks = ops.zeros_like(ops.real(patches) if dtype in operators.COMPLEX else patches)
     masks = ops.cast(masks, coord) + mask
     where = backends.current().where
-    total = dispatch(cropped(patches, crop), offsets, image_shape, batched, per_row)
-    coverage = dispatch(masks, offsets, image_shape, batched, per_row)
+    total = dispatch(
+        cropped(patches, crop), offsets, image_shape, batched, per_row, kernel
+    )
+    coverage = dispatch(masks, offsets, image_shape, batched, per_row, kernel)
     if floor is not None:
         return total / ops.cast(floor + coverage, dtype), coverage
     covered = coverage > 0
@@ -138,7 +151,8 @@ def normalized(patches, offsets, image_shape, crop, batched, per_row, floor=None
 
 def reassemble(
     patches, offsets, image_shape, crop=None, per_row=False,
-    return_coverage=False, batched=True,
+    return_coverage=False, batched=True, interpolation="bilinear",
+    fourier_margin=1,
 ):
     """Stitch patches into the object, averaging where they overlap.
 
@@ -163,6 +177,10 @@ def reassemble(
         crop: None, or the side of each patch's central square that counts.
         return_coverage: also return place(mask), the sum of the weights
             each object pixel received.
+        interpolation, fourier_margin: the kernel of both placements, as
+            for `extract_patches`. With "fourier" the coverage rings near
+            the edges of the scanned area (a band-limited shift of each
+            mask's edges), so there the average is less even.
 
     Returns:
         (1, H, W) or (B, H, W) in the patches' dtype; with
@@ -173,10 +191,13 @@ def reassemble(
     batched = validation.check_batched(batched)
     per_row = validation.check_bool(per_row, "per_row")
     return_coverage = validation.check_bool(return_coverage, "return_coverage")
+    kernel = operators.kernel_spec(
+        *validation.check_interpolation(interpolation, fourier_margin, batched)
+    )
     with backends.graph_scope_for((patches, offsets)):
         patches, offsets = prepare_patches(patches, offsets)
         crop = validation.check_crop(crop, patches.shape[1])
         image, coverage = normalized(
-            patches, offsets, image_shape, crop, batched, per_row
+            patches, offsets, image_shape, crop, batched, per_row, kernel=kernel
         )
     return (image, coverage) if return_coverage else image

@@ -9,6 +9,8 @@ Shapes are checked where they are known statically; unknown dimensions
 import keras
 import numpy as np
 
+from ptycho_layers import operators
+
 __all__ = [
     "check_positive_int",
     "check_batched",
@@ -21,6 +23,7 @@ __all__ = [
     "check_patches_shape",
     "check_patches_match_offsets",
     "check_crop",
+    "check_interpolation",
     "check_numeric",
     "check_real_offsets",
     "check_object_size",
@@ -44,6 +47,27 @@ def check_positive_int(value, name):
             f"Received: {name}={value!r}"
         )
     return int(value)
+
+
+def check_interpolation(interpolation, fourier_margin, batched=True):
+    """The checked (interpolation, fourier_margin): `interpolation` one of
+    `operators.KERNELS`, `fourier_margin` a positive int (checked whatever
+    the kernel, so that a bad value in a config is never silently kept);
+    the legacy loop (`batched` False) is bilinear only."""
+    if not isinstance(interpolation, str) or interpolation not in operators.KERNELS:
+        raise ValueError(
+            "Argument `interpolation` must be one of "
+            f"{', '.join(repr(name) for name in operators.KERNELS)}. "
+            f"Received: interpolation={interpolation!r}"
+        )
+    fourier_margin = check_positive_int(fourier_margin, "fourier_margin")
+    if not batched and interpolation != "bilinear":
+        raise ValueError(
+            "Argument `interpolation` must be 'bilinear' with batched=False "
+            "(the legacy loop is PtychoPINN's bilinear translation). "
+            f"Received: interpolation={interpolation!r}, batched=False"
+        )
+    return interpolation, fourier_margin
 
 
 def check_batched(batched):

@@ -15,10 +15,11 @@ object zero-padded (`windows`). Patches are computed groups first,
 from ptycho_layers import validation
 from ptycho_layers import xla
 from ptycho_layers.torch.kernels import KERNELS
+from ptycho_layers.torch.kernels import kernel
 from ptycho_layers.torch.windows import extract
 from ptycho_layers.torch.windows import place
 
-__all__ = ["KERNELS", "extract", "place", "offsets_gradient"]
+__all__ = ["KERNELS", "kernel", "extract", "place", "offsets_gradient"]
 
 
 def offsets_gradient(images, image_index, x, y, finite, upstream, kernel):
@@ -30,5 +31,5 @@ def offsets_gradient(images, image_index, x, y, finite, upstream, kernel):
         *images.shape, upstream.shape[1], "xla", "images",
         f"images.shape={tuple(images.shape)}",
     )
-    kernel = xla.KERNELS[kernel.NAME]
+    kernel = xla.kernel(kernel.NAME)
     return xla.offsets_gradient(images, image_index, x, y, finite, upstream, kernel)

@@ -19,7 +19,7 @@ kernel's fractions; values and patches (b, c, N, N, q).
 import torch
 
 from ptycho_layers.torch import buffers as torch_buffers
-from ptycho_layers.torch.kernels import KERNELS
+from ptycho_layers.torch.kernels import kernel as kernel_for
 
 __all__ = [
     "PIECE_BYTES",
@@ -180,7 +180,7 @@ def patches_op(
 ) -> torch.Tensor:
     """`patches_in_pieces` as one operator that `torch.compile` and
     `torch.export` call as it is (CPU tensors), the kernel by its name."""
-    return patches_in_pieces(pairs, image, row, col, fx, fy, patch_size, KERNELS[kernel])
+    return patches_in_pieces(pairs, image, row, col, fx, fy, patch_size, kernel_for(kernel))
 
 
 @patches_op.register_fake

@@ -16,7 +16,7 @@ import torch
 
 from ptycho_layers.torch import buffers as torch_buffers
 from ptycho_layers.torch import pieces as torch_pieces
-from ptycho_layers.torch.kernels import KERNELS
+from ptycho_layers.torch.kernels import kernel as kernel_for
 
 __all__ = ["placement_in_pieces", "placement_op"]
 
@@ -76,7 +76,8 @@ def _add_windows(kernel, values, fx, fy, total, starts, whole, edges):
     # and the views of its windows, made once.
     buffers = kernel.spread_buffers(values, step)
     guard = kernel.zero_weights(fx, fy)
-    sources = buffers[2].view(-1, size, size, q).unbind(0)
+    # The last buffer holds the spread windows (`spread_buffers`).
+    sources = buffers[-1].view(-1, size, size, q).unbind(0)
     for first, piece_values, piece_fx, piece_fy in torch_pieces.row_pieces(step, values, fx, fy):
         count = piece_values.shape[0]
         kernel.spread_into(
@@ -115,7 +116,7 @@ def placement_op(
     """`placement_in_pieces` as one operator that `torch.compile` and
     `torch.export` call as it is (CPU tensors), the kernel by its name."""
     return placement_in_pieces(
-        values, image, row, col, fx, fy, object_shape, KERNELS[kernel]
+        values, image, row, col, fx, fy, object_shape, kernel_for(kernel)
     )
 
 

@@ -17,6 +17,7 @@ from ptycho_layers.xla.geometry import padded_along
 
 __all__ = [
     "NAME",
+    "FUSED_READS",
     "window_size",
     "origin",
     "weights",
@@ -30,6 +31,9 @@ __all__ = [
 
 
 NAME = "bilinear"
+
+# The fused reader's moved rows are added by `row_share` / `add_row_share`.
+FUSED_READS = True
 
 
 def window_size(patch_size):

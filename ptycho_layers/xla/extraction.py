@@ -14,6 +14,7 @@ from keras.backend import standardize_dtype
 from ptycho_layers import backends
 from ptycho_layers.backends import keras_ops as ops
 from ptycho_layers.operators import COMPLEX
+from ptycho_layers.operators import coordinate_dtype
 from ptycho_layers.operators import nan_where_not_finite
 from ptycho_layers.xla import geometry
 from ptycho_layers.xla import windows
@@ -27,7 +28,8 @@ def _blend(kernel, window, weights, dtype, moved=None):
     real weights times complex values would cost a complex product each.
     `moved`: None, or the moved rows' share (the kernel's `row_share`),
     added where it lands."""
-    parts = kernel.blend(geometry.real_parts(window, dtype, weights[0].dtype), weights)
+    coord = coordinate_dtype(dtype)
+    parts = kernel.blend(geometry.real_parts(window, dtype, coord), weights)
     if moved is not None:
         parts = kernel.add_row_share(parts, moved)
     if dtype in COMPLEX:

@@ -43,13 +43,14 @@ def reader(images, batch, groups, patch_size, kernel):
     "padded", from `padded_table` (the object small beside the patches);
     "fused", runs of the object itself fused into the blend, the moved
     rows added apart (the kernel's `row_share`); or "gathered", into a
-    buffer of windows (`gathered_windows`), where there is no run gather
-    or the object is narrower than a window."""
+    buffer of windows (`gathered_windows`), where there is no run gather,
+    the object is narrower than a window, or the kernel reads windows
+    whole (its `FUSED_READS` false)."""
     _, _, width = ops.shape(images)
     size = kernel.window_size(patch_size)
     if padded_table.fits(ops.shape(images), batch, groups, patch_size, size):
         return "padded"
-    if runs.available(width, size):
+    if kernel.FUSED_READS and runs.available(width, size):
         return "fused"
     return "gathered"
 
