@@ -8,6 +8,8 @@ same; export_savedmodel that the served SavedModel matches the Keras model;
 ptychopinn_dropin that `batched=True` matches PtychoPINN's per-patch loop;
 reconstruct that `model.fit` on the held, trainable object converges;
 stitch that whole-pixel offsets give the object back;
+fourier_stitch that the Fourier kernel keeps every band of the object's
+spectrum where bilinear blurs the finest;
 gpu_check that its "GPU" (the CPU here) matches the CPU and a float64
 oracle.
 
@@ -42,6 +44,7 @@ EXAMPLES = {
     "ptychopinn_dropin": ([], []),
     "reconstruct": ([], ["reconstruct.png"]),
     "stitch": ([], ["stitch.png"]),
+    "fourier_stitch": ([], ["fourier_stitch.png"]),
     "gpu_check": (["gpu_check.json"], []),
 }
 BACKEND_ONLY = {
@@ -111,10 +114,10 @@ def runs(request, tmp_path_factory):
             process.wait()
 
 
-# The README's quickstart and the two that check the operators' numbers
+# The README's quickstart and the three that check the operators' numbers
 # run by default; the others (each a fresh Keras process, together ~30 s
 # on 2 cores) with `-m slow`.
-DEFAULT_RUN = ("quickstart", "reconstruct", "stitch")
+DEFAULT_RUN = ("quickstart", "reconstruct", "stitch", "fourier_stitch")
 
 
 @pytest.mark.parametrize(
