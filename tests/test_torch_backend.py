@@ -56,7 +56,7 @@ def form(request, monkeypatch):
     if "row by row" in request.param:
         monkeypatch.setattr(torch_pieces, "PIECE_BYTES", 1)
     if "two rows" in request.param:
-        monkeypatch.setattr(torch_pieces, "piece_rows", lambda batch, _: min(batch, 2))
+        monkeypatch.setattr(torch_pieces, "piece_rows", lambda batch, *_: min(batch, 2))
     return request.param
 
 

@@ -21,6 +21,7 @@ import torch
 
 __all__ = [
     "NAME",
+    "PIECE_SCALE",
     "zero_weights",
     "window_size",
     "origin",
@@ -35,6 +36,10 @@ __all__ = [
 
 
 NAME = "bilinear"
+
+# Pieces of `pieces.PIECE_BYTES` of windows: the work is a pass or two over
+# memory, faster while a piece's buffers stay in cache.
+PIECE_SCALE = 1
 
 
 def window_size(patch_size):

@@ -61,6 +61,12 @@ class FourierShift:
     def __repr__(self):
         return f"<torch kernel {self.NAME}>"
 
+    # Pieces of 16 `pieces.PIECE_BYTES` of windows (about 240 rows of four
+    # 66 x 66 complex64 windows): each FFT call costs as much again as its
+    # arithmetic on a few dozen windows, and the FFTs, not the memory
+    # traffic, are the work.
+    PIECE_SCALE = 16
+
     def window_size(self, patch_size):
         """S = N + 2m: the patch and its margin on every side."""
         return patch_size + 2 * self.margin
@@ -108,27 +114,23 @@ class FourierShift:
         return torch.where(self._whole(fx, fy), self._central(window), patches)
 
     def piece_scratch(self, window):
-        """The spectra `blend_piece` computes in place, for windows
-        (b, c, S, S, q): (b, c, S, S) complex."""
-        b, c, size, _, _ = window.shape
-        dtype = torch.complex128 if window.dtype == torch.float64 else torch.complex64
-        return window.new_empty((b, c, size, size), dtype=dtype)
+        """None: the spectra are fresh per piece (an FFT written into `out=`
+        computes into a buffer of its own and copies it there)."""
+        return None
 
     def piece_views(self, window, scratch):
-        """What `blend_piece` reads and writes for windows (count, c, S, S,
-        q): the windows and the first `count` spectra of `scratch`."""
-        return window, scratch[:window.shape[0]]
+        """The windows (count, c, S, S, q) themselves."""
+        return window
 
-    def blend_piece(self, views, fx, fy, out, guard):
-        """The blend of a piece's windows (through `piece_views`) into `out`
+    def blend_piece(self, window, fx, fy, out, guard):
+        """The blend of a piece's windows (count, c, S, S, q) into `out`
         (count, c, N, N, q); `guard`: `zero_weights` of the call's
         fractions."""
-        window, spectrum = views
         rows, cols = self._ramps(fx, fy, window.shape[2], 1)
-        torch.fft.fft2(_elements(window), out=spectrum)
+        spectrum = torch.fft.fft2(_elements(window))
         spectrum.mul_(rows).mul_(cols)
-        torch.fft.ifft2(spectrum, out=spectrum)
-        out.copy_(_as_pairs(self._central(spectrum), out.shape[-1]))
+        shifted = torch.fft.ifft2(spectrum)
+        out.copy_(_as_pairs(self._central(shifted), out.shape[-1]))
         if guard:
             torch.where(self._whole(fx, fy), self._central(window), out, out=out)
         return out
@@ -147,19 +149,18 @@ class FourierShift:
 
     def spread_buffers(self, values, count):
         """The buffers `spread_into` writes, for `count` rows of `values`
-        (b, c, N, N, q): (staged, spectrum, windows), the patches zero-padded
-        by the margin and their spectra, (count, c, S, S) complex, and the
-        windows (count, c, S * S, q). The margins of `staged` are zeroed
-        here, once: reused piece after piece, only its centre is written."""
+        (b, c, N, N, q): (staged, windows), the patches zero-padded by the
+        margin, (count, c, S, S) complex, and the windows
+        (count, c, S * S, q). The margins of `staged` are zeroed here,
+        once: reused piece after piece, only its centre is written."""
         _, groups, n, _, q = values.shape
         size = n + 2 * self.margin
         dtype = torch.complex128 if values.dtype == torch.float64 else torch.complex64
         staged = values.new_zeros((count, groups, size, size), dtype=dtype)
-        spectrum = torch.empty_like(staged)
         windows = values.new_empty((count, groups, size * size, q))
-        return staged, spectrum, windows
+        return staged, windows
 
-    def spread_into(self, values, fx, fy, staged, spectrum, windows, guard):
+    def spread_into(self, values, fx, fy, staged, windows, guard):
         """The blend's adjoint (`spread`) of values (b, c, N, N, q) with
         fractions fx, fy (b, c, 1, 1, 1), into buffers from
         `spread_buffers`: returns the windows (b, c, S, S, q)."""
@@ -167,11 +168,10 @@ class FourierShift:
         size = staged.shape[-1]
         self._central(staged).copy_(_elements(values))
         rows, cols = self._ramps(fx, fy, size, -1)
-        torch.fft.fft2(staged, out=spectrum)
+        spectrum = torch.fft.fft2(staged)
         spectrum.mul_(rows).mul_(cols)
-        torch.fft.ifft2(spectrum, out=spectrum)
         result = windows.view(b, c, size, size, q)
-        result.copy_(_as_pairs(spectrum, q))
+        result.copy_(_as_pairs(torch.fft.ifft2(spectrum), q))
         if guard:
             torch.where(self._whole(fx, fy), _as_pairs(staged, q), result, out=result)
         return result

@@ -11,6 +11,7 @@ import torch
 
 __all__ = [
     "NAME",
+    "PIECE_SCALE",
     "zero_weights",
     "window_size",
     "origin",
@@ -24,6 +25,10 @@ __all__ = [
 ]
 
 NAME = "nearest"
+
+# Pieces of `pieces.PIECE_BYTES` of windows: the work is a pass or two over
+# memory, faster while a piece's buffers stay in cache.
+PIECE_SCALE = 1
 
 
 def window_size(patch_size):

@@ -41,10 +41,11 @@ PIECE_BYTES = 2**21
 EDGE_WINDOW_PIXELS = 10_000
 
 
-def piece_rows(batch, window_bytes):
+def piece_rows(batch, window_bytes, scale=1):
     """Rows of the batch per piece, rows whose windows take `window_bytes`
-    each (all of a row's groups together)."""
-    return max(1, min(batch, PIECE_BYTES // max(window_bytes, 1)))
+    each (all of a row's groups together), for pieces of `scale` times
+    `PIECE_BYTES` (the kernel's `PIECE_SCALE`)."""
+    return max(1, min(batch, scale * PIECE_BYTES // max(window_bytes, 1)))
 
 
 def row_pieces(step, *tensors):
@@ -123,7 +124,9 @@ def patches_in_pieces(pairs, image, row, col, fx, fy, patch_size, kernel):
     starts = starts[..., None] + torch.where(inside[..., None], span, 0)
     runs = _runs(objects, size)
     patches = torch_buffers.new_output((batch, groups, patch_size, patch_size, q), objects.dtype)
-    step = piece_rows(batch, groups * size * size * q * objects.element_size())
+    step = piece_rows(
+        batch, groups * size * size * q * objects.element_size(), kernel.PIECE_SCALE
+    )
     # One piece's buffers, reused: a fresh buffer per piece is returned to
     # the system when freed, and faulted in again by the next piece.
     window_buffer = objects.new_empty((step * groups * size, size * q))

@@ -71,7 +71,9 @@ def _add_windows(kernel, values, fx, fy, total, starts, whole, edges):
         in_object, in_window = overlap if overlap else ((), None)
         target = total[(index,) + in_object] if overlap else None
         clipped.append((b * groups + k, target, in_window))
-    step = torch_pieces.piece_rows(batch, groups * size * size * q * values.element_size())
+    step = torch_pieces.piece_rows(
+        batch, groups * size * size * q * values.element_size(), kernel.PIECE_SCALE
+    )
     # One piece's buffers, reused (see `torch_pieces.patches_in_pieces`),
     # and the views of its windows, made once.
     buffers = kernel.spread_buffers(values, step)

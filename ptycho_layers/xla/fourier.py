@@ -19,7 +19,8 @@ moved rows' share: windows are read whole (`FUSED_READS`).
 
 Shapes: windows (b, S, S, c), S = N + 2m, or, for the spread,
 (b, c, S, S, q) (groups first, q = 2 for the real and imaginary parts,
-1 for real values); weights (fy, fx), (b, c) each; patches (b, N, N, c).
+1 for real values); weights (`weights`) the ramp's factors, groups
+first; patches (b, N, N, c).
 """
 
 import functools
@@ -74,51 +75,46 @@ class FourierShift:
         return start, offset - floor
 
     def weights(self, y_fraction, x_fraction, row_inside, col_inside, keep=None):
-        """(fy, fx), (b, c) each: the ramp is computed where it is used,
-        fused into the product with the spectrum. The windows hold zeros
-        outside the object, and a non-finite offset's patch is made NaN
-        (extraction) or zeroed (placement) apart, so neither `inside` nor
-        `keep` is needed."""
-        return (y_fraction, x_fraction)
-
-    def _ramp(self, y_fraction, x_fraction, size, sign):
-        """exp(sign 2 pi i (u fy + v fx)) as (cos, sin), (b, c, S, S)."""
-        dtype = y_fraction.dtype
+        """(row_cos, row_sin, col_cos, col_sin, whole): the ramp's row and
+        column factors exp(2 pi i u fy), exp(2 pi i v fx) as cosines and
+        sines, (b, c, S, 1) and (b, c, 1, S), 4S per patch (computed behind
+        the fusion boundary: fused into the product with the spectrum, XLA
+        would compute them for each of its S^2 entries); and whole,
+        (b, c, 1, 1) bool, where both fractions are zero (the plain
+        slice). The windows hold zeros outside the object, and a
+        non-finite offset's patch is made NaN (extraction) or zeroed
+        (placement) apart, so neither `inside` nor `keep` is needed."""
+        size = ops.shape(row_inside)[1]
         frequencies = ops.convert_to_tensor(
-            np.fft.fftfreq(size) * (sign * 2 * math.pi), dtype=dtype
+            np.fft.fftfreq(size) * (2 * math.pi), dtype=y_fraction.dtype
         )
-        phase = (
-            y_fraction[:, :, None, None] * frequencies[:, None]
-            + x_fraction[:, :, None, None] * frequencies
-        )
-        return ops.cos(phase), ops.sin(phase)
+        rows = y_fraction[:, :, None, None] * frequencies[:, None]
+        cols = x_fraction[:, :, None, None] * frequencies
+        whole = ops.logical_and(y_fraction == 0, x_fraction == 0)[:, :, None, None]
+        return (ops.cos(rows), ops.sin(rows), ops.cos(cols), ops.sin(cols), whole)
 
-    def _spectrum(self, parts, y_fraction, x_fraction, sign):
-        """DFT(parts) * ramp, as real parts, from `parts` (b, c, S, S), one
-        (real values) or two (real and imaginary parts)."""
+    def _spectrum(self, parts, weights, sign):
+        """DFT(parts) * ramp (sign 1) or * its conjugate (sign -1), as real
+        parts, from `parts` (b, c, S, S), one (real values) or two (real
+        and imaginary parts)."""
+        row_cos, row_sin, col_cos, col_sin, _ = weights
         re = parts[0]
         im = parts[1] if len(parts) > 1 else ops.zeros_like(re)
         re, im = ops.fft2((re, im))
-        cos, sin = self._ramp(y_fraction, x_fraction, ops.shape(re)[-1], sign)
-        return _times(re, im, cos, sin)
-
-    def _whole(self, y_fraction, x_fraction):
-        """(b, c, 1, 1) bool: the offsets whose fractions are both zero."""
-        whole = ops.logical_and(y_fraction == 0, x_fraction == 0)
-        return whole[:, :, None, None]
+        re, im = _times(re, im, row_cos, sign * row_sin)
+        return _times(re, im, col_cos, sign * col_sin)
 
     def blend(self, parts, weights, guarded=True):
         """`parts`, a list of (b, S, S, c) real windows (the real and
         imaginary parts, or the real values), shifted by the weights'
         fractions into a list of (b, N, N, c): both parts for complex
         values, the real part for real ones."""
-        y_fraction, x_fraction = weights
         m = self.margin
         windows = [ops.transpose(part, (0, 3, 1, 2)) for part in parts]
         size = ops.shape(windows[0])[-1]
         n = size - 2 * m
-        shifted = ops.ifft2(self._spectrum(windows, y_fraction, x_fraction, 1))
-        whole = self._whole(y_fraction, x_fraction)
+        shifted = ops.ifft2(self._spectrum(windows, weights, 1))
+        whole = weights[-1]
         patches = []
         for window, part in zip(windows, shifted):
             plain = window[:, :, m:m + n, m:m + n]
@@ -127,11 +123,11 @@ class FourierShift:
         return patches
 
     def spread_operands(self, weights, pairs):
-        """(fy, fx, pairs): what `spread` reads, from the weights and
+        """(weights, pairs): what `spread` reads, from the weights and
         `pairs` (b, c, N, N, q), the patches' real parts side by side."""
-        return (*weights, pairs)
+        return (weights, pairs)
 
-    def spread(self, y_fraction, x_fraction, pairs):
+    def spread(self, weights, pairs):
         """The adjoint of the blend: (b, c, S, S, q), each patch zero-padded
         by the margin, shifted back (the conjugate ramp), the real part
         for real values."""
@@ -139,8 +135,8 @@ class FourierShift:
         q = ops.shape(pairs)[-1]
         padded = padded_along(padded_along(pairs, -3, m, m), -2, m, m)
         parts = [padded[..., k] for k in range(q)]
-        shifted = ops.ifft2(self._spectrum(parts, y_fraction, x_fraction, -1))
-        whole = self._whole(y_fraction, x_fraction)
+        shifted = ops.ifft2(self._spectrum(parts, weights, -1))
+        whole = weights[-1]
         return ops.stack(
             [ops.where(whole, part, back) for part, back in zip(parts, shifted)],
             axis=-1,
@@ -152,13 +148,12 @@ class FourierShift:
         y (the spectrum times 2 pi i v, or 2 pi i u), from lists of real
         parts `window_parts` (b, S, S, c) and `upstream_parts`
         (b, N, N, c), and `geometry.window_geometry`'s dict."""
-        y_fraction, x_fraction = geometry["weights"]
         m = self.margin
         windows = [ops.transpose(part, (0, 3, 1, 2)) for part in window_parts]
         upstream = [ops.transpose(part, (0, 3, 1, 2)) for part in upstream_parts]
         size = ops.shape(windows[0])[-1]
         n = size - 2 * m
-        re, im = self._spectrum(windows, y_fraction, x_fraction, 1)
+        re, im = self._spectrum(windows, geometry["weights"], 1)
         frequencies = ops.convert_to_tensor(
             np.fft.fftfreq(size) * (2 * math.pi), dtype=re.dtype
         )
