@@ -23,6 +23,8 @@ __all__ = ["name", "require", "prepare", "quiet_retracing", "mode_label",
 _GRAPH = {"tensorflow": "tf.function", "jax": "jax.jit", "torch": "torch.compile"}
 _COPY = {"tensorflow": "tf.raw_ops.DeepCopy", "jax": "jnp.array(copy=True)",
          "torch": "torch.clone"}
+_FFT = {"tensorflow": "tf.signal.fft2d/ifft2d", "jax": "jnp.fft.fft2/ifft2",
+        "torch": "torch.fft.fft2/ifft2"}
 
 
 def name():
@@ -147,6 +149,11 @@ def native_copy(tensor):
 
 def native_copy_label():
     return _COPY[name()]
+
+
+def fft_label():
+    """The backend's FFT functions, as `peers.fft_round_trip` calls them."""
+    return _FFT[name()]
 
 
 def value_and_grad(loss_fn, mode):

@@ -11,6 +11,7 @@ from ptycho_layers import memory
 from benchmarks import backends
 from benchmarks import case as case_lib
 from benchmarks import measure
+from benchmarks import peers
 from benchmarks import report as report_lib
 from benchmarks import rows
 from benchmarks import scaling
@@ -65,6 +66,11 @@ def parse_args(argv=None):
     add("--object-size", help="object size, N or HxW (default 392)")
     add("--dtype", default="complex64",
         choices=["complex64", "complex128", "float32", "float64"])
+    add("--interpolation", default="bilinear", choices=list(peers.KERNELS),
+        help="the kernel the layer rows run and are checked against (default "
+        "bilinear; bilinear-only peers are n/a for the others)")
+    add("--fourier-margin", type=int, default=1,
+        help="m, the Fourier kernel's margin (default 1)")
     add("--repeats", type=int, help="timed calls per row (default 5)")
     add("--quick", action="store_true",
         help="tiny case, 2 repeats, estimated memory (smoke test)")
@@ -100,8 +106,10 @@ def parse_args(argv=None):
         args.object_shape = _object_size(args.object_size)
     except argparse.ArgumentTypeError as error:
         parser.error(f"argument --object-size: {error}")
-    if min(args.groups, args.gridsize, args.patch_size, args.repeats) < 1:
-        parser.error("--groups, --gridsize, --patch-size and --repeats must be >= 1")
+    if min(args.groups, args.gridsize, args.patch_size, args.repeats,
+           args.fourier_margin) < 1:
+        parser.error("--groups, --gridsize, --patch-size, --repeats and --fourier-margin "
+                     "must be >= 1")
     known = OPERATORS[args.operator].row_ids
     args.rows = list(known) if args.rows is None else args.rows
     unknown = sorted(set(args.rows) - set(known))
@@ -119,6 +127,7 @@ def _config(args):
         "height": height, "width": width, "dtype": args.dtype,
         "repeats": args.repeats, "seed": args.seed, "backend": backends.name(),
         "memory": args.memory, "operator": args.operator,
+        "interpolation": args.interpolation, "fourier_margin": args.fourier_margin,
     }
 
 

@@ -1,7 +1,8 @@
 """Extraction's table (``--operator extract``, the default):
 `extract_patches` against the legacy per-patch translate, a tiled batch
-translate and TensorFlow's `crop_and_resize`; its output is (B, N, N, c)
-patches."""
+translate and TensorFlow's `crop_and_resize` (bilinear peers), pty-chi's
+`extract_patches_fourier_shift` and the FFT floor (Fourier); its output is
+(B, N, N, c) patches."""
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from benchmarks.case import padded_object_bytes
 __all__ = ["Extraction", "EXTRACT"]
 
 
+
 class Extraction(rows.Operator):
     name = "extract"
     layer_label = "this layer"
@@ -23,15 +25,17 @@ class Extraction(rows.Operator):
     copied = "output"
     wrt = "object"
     row_ids = ("legacy", "tiled", "crop_and_resize", "layer_eager", "layer_graph",
-               "layer_xla", "copy_numpy", "copy_backend")
+               "layer_xla", "copy_numpy", "copy_backend", "fft_floor", "ptychi_fourier")
     layer_modes = {"layer_eager": "eager", "layer_graph": "graph", "layer_xla": "xla"}
     sweep_ids = ("layer_eager", "layer_graph", "layer_xla", "crop_and_resize", "tiled",
                  "legacy")
 
+    ptychi_function = "extract_patches_fourier_shift"
+
     def call(self, case, batched=True):
-        size = case.patch_size
+        size, kernel = case.patch_size, case.kernel
         return lambda images, offsets: ptycho_layers.extract_patches(
-            images, offsets, size, batched=batched
+            images, offsets, size, batched=batched, **kernel
         )
 
     def source(self, case):
@@ -61,8 +65,10 @@ class Extraction(rows.Operator):
     def layer_estimate(self, case):
         size = case.patch_size
         batch, groups = case.offsets.shape[:2]
-        window = internals.window_size(size)
-        how = internals.extraction_reader(backends.to_tensor(case.images), batch, groups, size)
+        spec = internals.kernel_spec(**case.kernel)
+        window = internals.window_size(size, spec)
+        how = internals.extraction_reader(backends.to_tensor(case.images), batch, groups, size,
+                                          spec)
         if how == "padded":
             # The output and a padded copy of the object; no window buffer.
             working = internals.padded_table_length(*case.shape, window) * case.itemsize
@@ -78,13 +84,40 @@ class Extraction(rows.Operator):
         return case.patches_bytes + working
 
     def layer_temp(self, case, images, offsets):
-        return working_memory.compiled_temp_bytes(images, offsets, case.patch_size)
+        return working_memory.compiled_temp_bytes(images, offsets, case.patch_size,
+                                                  internals.kernel_spec(**case.kernel))
 
     def peer_rows(self):
         return {"tiled": self.tiled_row, "crop_and_resize": self.crop_and_resize_row}
 
+    def fft_windows(self, case):
+        return peers.fourier_windows(case.images, case.offsets, case.patch_size,
+                                     case.fourier_margin)
+
+    def ptychi_row(self, case, label):
+        import torch
+
+        size, margin = case.patch_size, case.fourier_margin
+        batch_groups = case.offsets.shape[:2]
+        image = backends.to_tensor(case.images[0])
+        positions = torch.as_tensor(peers.ptychi_positions(case.offsets, size),
+                                    dtype=rows.coordinate_dtype(case))
+        module = peers.load_ptychi()[0]
+        return self.timed(
+            "ptychi_fourier", label,
+            lambda im, off: peers.ptychi_extraction(module, image, positions, size, margin,
+                                                    batch_groups),
+            "eager", case,
+            # Its padded copy of the object, the K windows and their spectra.
+            estimate=padded_object_bytes(case, size) + 3 * case.count * case.window_size**2
+            * 2 * case.itemsize + case.patches_bytes,
+        )
+
     def tiled_row(self, case, settings):
         size = case.patch_size
+        skipped = rows.bilinear_only("tiled", "tiled batch (affine_transform)", case)
+        if skipped:
+            return skipped
         padded = padded_object_bytes(case, size // 2)
         part = case
         if case.count * padded > settings.tiled_full_bytes:
@@ -100,7 +133,8 @@ class Extraction(rows.Operator):
 
     def crop_and_resize_row(self, case, settings):
         label = "tf.image.crop_and_resize"
-        skipped = rows.tensorflow_only("crop_and_resize", label)
+        skipped = rows.bilinear_only("crop_and_resize", label, case) or rows.tensorflow_only(
+            "crop_and_resize", label)
         if skipped:
             return skipped
         size = case.patch_size

@@ -73,6 +73,14 @@ def table_row(result):
     ] + errors
 
 
+def _kernel_words(config):
+    """The case's interpolation kernel, as the notes name it."""
+    interpolation = config.get("interpolation", "bilinear")
+    if interpolation == "fourier":
+        return f"Fourier kernel, margin {config.get('fourier_margin', 1)}"
+    return f"{interpolation} kernel"
+
+
 def notes(op, report):
     """The lines under the table."""
     config, machine = report["config"], report["machine"]
@@ -82,7 +90,8 @@ def notes(op, report):
     allocator = "; " + " ".join(f"{k}={v}" for k, v in settings.items()) if settings else ""
     return [
         f"K = {config['groups']} x {config['gridsize']}**2 = {config['patches']} "
-        f"patches of {size}x{size} {op.case_words.format(**config)}; offsets uniform over "
+        f"patches of {size}x{size} {op.case_words.format(**config)}, "
+        f"{_kernel_words(config)}; offsets uniform over "
         f"the object (seed {config['seed']}); median of {config['repeats']} calls "
         "after warm-up calls (at least one, for 0.5 s); scaled rows time a "
         "subset and multiply by K / subset.",

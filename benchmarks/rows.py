@@ -4,7 +4,12 @@
 `place.Placement`) supplies what differs: the layer's call, its input,
 its float64 reference, its memory estimates and its own peers' rows. The
 rows every table has are built here: the legacy per-patch loop, the layer
-in each compile mode, and the copy floor.
+in each compile mode, the copy floor, the Fourier kernel's FFT floor and
+pty-chi's Fourier shift (a peer on the PyTorch backend).
+
+The layer rows run the case's kernel (`Case.interpolation`); rows that
+only implement bilinear interpolation (the legacy loop and the peers that
+blend four pixels) are marked n/a for the other kernels.
 
 A row is a zero-argument callable returning the operator's output for the
 case, or for its first B' rows of offsets when the row times a subset and
@@ -18,8 +23,10 @@ from typing import Callable, Optional
 import numpy as np
 
 from benchmarks import backends
+from benchmarks import peers
 
-__all__ = ["Row", "RowSettings", "Operator", "subset_note", "tensorflow_only"]
+__all__ = ["Row", "RowSettings", "Operator", "subset_note", "tensorflow_only",
+           "bilinear_only", "ptychi_unavailable", "coordinate_dtype", "complex_dtype"]
 
 _GIB = 1 << 30
 # Peers compute sample positions in float32 (affine_transform's transforms,
@@ -78,6 +85,38 @@ def tensorflow_only(row_id, label):
     return None
 
 
+def bilinear_only(row_id, label, case):
+    """A row marked n/a, for a case whose kernel is not bilinear; else
+    None."""
+    if case.interpolation != "bilinear":
+        return Row(row_id, label,
+                   skip=f"n/a: bilinear only (--interpolation {case.interpolation})")
+    return None
+
+
+def ptychi_unavailable(case):
+    """Why pty-chi's Fourier shift cannot be timed for `case` (a row's
+    skip reason), or None."""
+    if case.interpolation != "fourier":
+        return "n/a: Fourier only (--interpolation fourier)"
+    if backends.name() != "torch":
+        return "skipped: PyTorch only (--backend torch)"
+    return peers.load_ptychi()[1]
+
+
+def coordinate_dtype(case):
+    """pty-chi's positions as a torch dtype in the case's coordinate
+    precision."""
+    import torch
+
+    return torch.float64 if case.dtype in ("float64", "complex128") else torch.float32
+
+
+def complex_dtype(dtype):
+    """The complex dtype of `dtype`'s precision."""
+    return "complex128" if dtype in ("float64", "complex128") else "complex64"
+
+
 class Operator:
     """One table: its rows, its layer's call and what they are checked
     against. A subclass sets the class attributes and defines:
@@ -89,7 +128,11 @@ class Operator:
       is a fraction of;
     - legacy_estimate(case, part), layer_estimate(case): working bytes;
     - layer_temp(case, x, offsets): XLA temp bytes of the layer, or None;
-    - peer_rows(): {row id: builder(case, settings) -> Row}, its own rows;
+    - peer_rows(): {row id: builder(case, settings) -> Row}, its own rows
+      (each returning `bilinear_only` first where it only blends bilinearly);
+    - fft_windows(case): the (K, S, S) windows the Fourier kernel
+      transforms, complex128 numpy (the object's, or the padded patches);
+    - ptychi_row(case, settings): pty-chi's Fourier shift, as a Row;
     - case_words, scale_words, float64_words, extra_notes: the words the
       notes under its table need (`report.notes`).
     """
@@ -133,6 +176,8 @@ class Operator:
             self.legacy_id: self.legacy_row,
             "copy_numpy": self.copy_numpy_row,
             "copy_backend": self.copy_backend_row,
+            "fft_floor": self.fft_floor_row,
+            "ptychi_fourier": self.ptychi_fourier_row,
             **{i: functools.partial(self.layer_row, i) for i in self.layer_modes},
             **self.peer_rows(),
         }
@@ -160,6 +205,9 @@ class Operator:
         mode = backends.peer_mode()
         label = (f"{self.legacy_label} (batched=False, {backends.mode_label(mode)}"
                  f"{subset_note(part, case)})")
+        skipped = bilinear_only(self.legacy_id, label, case)
+        if skipped:
+            return skipped
         return self.timed(self.legacy_id, label, self.call(case, batched=False), mode,
                           case, part, estimate=self.legacy_estimate(case, part))
 
@@ -191,3 +239,31 @@ class Operator:
         return Row("copy_backend", f"{self.copied} copy, {backends.native_copy_label()}",
                    lambda: backends.native_copy(source), patches=case.count,
                    estimate=case.patches_bytes, expected=lambda: (case.patches, None))
+
+    def fft_floor_row(self, case, settings):
+        """One batched forward and inverse 2-D FFT of the K windows of
+        (N+2m)^2 the Fourier kernel transforms, complex in the table's
+        precision, by the backend's own FFT in its traced mode (eager on
+        torch): what the Fourier kernel cannot go below."""
+        dtype = complex_dtype(case.dtype)
+        size = case.patch_size + 2 * case.fourier_margin
+        mode = backends.peer_mode()
+        label = (f"FFT floor: fft2 + ifft2 of K {size}x{size} {dtype} windows "
+                 f"({backends.fft_label()}, {backends.mode_label(mode)})")
+        if case.interpolation != "fourier":
+            return Row("fft_floor", label, skip="n/a: the Fourier kernel's floor "
+                       "(--interpolation fourier)")
+        windows = self.fft_windows(case).astype(dtype)
+        compiled = backends.compile_fn(peers.fft_round_trip, mode)
+        tensor = backends.to_tensor(windows)
+        return Row("fft_floor", label, lambda: compiled(tensor), patches=case.count,
+                   estimate=2 * windows.nbytes, expected=lambda: (windows, None))
+
+    def ptychi_fourier_row(self, case, settings):
+        version = peers.ptychi_version()
+        label = (f"pty-chi{' ' + version if version else ''} {self.ptychi_function} "
+                 "(torch eager)")
+        reason = ptychi_unavailable(case)
+        if reason:
+            return Row("ptychi_fourier", label, skip=reason)
+        return self.ptychi_row(case, label)

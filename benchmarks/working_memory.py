@@ -46,17 +46,19 @@ def temp_from_dump(directory):
     return max(sizes, default=None)
 
 
-def compiled_temp_bytes(images, offsets, patch_size):
-    """Temp bytes of the layer's compiled extraction on these inputs, or
-    None where they cannot be read. On TensorFlow the pass must already
-    have run in this process."""
-    return _temp_bytes(lambda: internals.compiled_extraction(patch_size), images, offsets)
+def compiled_temp_bytes(images, offsets, patch_size, kernel="bilinear"):
+    """Temp bytes of the layer's compiled extraction on these inputs, with
+    `kernel` (an `internals.kernel_spec`), or None where they cannot be
+    read. On TensorFlow the pass must already have run in this process."""
+    return _temp_bytes(lambda: internals.compiled_extraction(patch_size, kernel),
+                       images, offsets)
 
 
-def placement_temp_bytes(patches, offsets, image_shape):
+def placement_temp_bytes(patches, offsets, image_shape, kernel="bilinear"):
     """As `compiled_temp_bytes`, for `place_patches` into one (H, W) =
     `image_shape` object."""
-    return _temp_bytes(lambda: internals.compiled_placement(*image_shape), patches, offsets)
+    return _temp_bytes(lambda: internals.compiled_placement(*image_shape, kernel),
+                       patches, offsets)
 
 
 def _temp_bytes(compiled, *args):

@@ -4,6 +4,7 @@ No timing is asserted: only that every row ran (or says why not), with
 positive, finite times and outputs that match the oracle.
 """
 
+import importlib.util
 import json
 import math
 import os
@@ -55,6 +56,8 @@ PLACE_ROW_NAMES = [
     "object zeroing, keras.ops.zeros",
 ]
 PLACE_TF_ONLY = {"scatter_nd", "place_xla"}
+# Rows of the Fourier kernel only: n/a in a bilinear table.
+FOURIER_ONLY = {"fft_floor", "ptychi_fourier"}
 # `python -m benchmarks` runs from the repository root.
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -169,6 +172,140 @@ def test_float64_placement_is_the_adjoint_of_extraction():
     right = np.vdot(image, placed).real
     assert abs(left) > 1  # not trivially zero
     assert abs(left - right) <= 1e-10
+
+
+@pytest.mark.parametrize("interpolation, margin", [("fourier", 1), ("fourier", 3),
+                                                   ("nearest", 1)])
+def test_float64_kernel_references_are_adjoint(interpolation, margin):
+    """The Fourier and nearest references, extraction and placement, are
+    each other's adjoint, and a patch at a non-finite offset is NaN and
+    placed nowhere."""
+    offsets = placement_offsets(17, 23, 6)
+    image = random_patches((1, 17, 23), "complex128", seed=2)
+    patches = random_patches((3, 6, 6, 4), "complex128", seed=3)
+    kernel = {"interpolation": interpolation, "fourier_margin": margin}
+    extracted = peers.reference_patches(image, offsets, 6, groups_per_step=2, **kernel)
+    assert np.all(np.isnan(extracted[2, :, :, 1]))
+    extracted[2, :, :, 1] = 0
+    placed = peers.reference_placement(patches, offsets, (17, 23), groups_per_step=2, **kernel)
+    left = np.vdot(extracted, patches).real
+    right = np.vdot(image, placed).real
+    assert abs(left) > 1
+    assert abs(left - right) <= 1e-10
+
+
+@pytest.mark.parametrize("interpolation", ["fourier", "nearest"])
+def test_float64_kernel_references_at_whole_pixels_are_the_slice(interpolation):
+    """At whole-pixel offsets every kernel reads the plain slice, which the
+    bilinear oracle gives: the Fourier ramp is 1, nearest rounds to
+    itself."""
+    image = asymmetric_object(17, 23, "complex128")[None]
+    offsets = np.round(offsets_over(17, 23, 5, groups=3)).astype("float64")
+    ours = peers.reference_patches(image, offsets, 5, interpolation=interpolation,
+                                   fourier_margin=2)
+    np.testing.assert_allclose(ours, oracle_patches(image, offsets, 5), rtol=0, atol=1e-12)
+
+
+def test_nearest_reference_rounds_half_up():
+    """Nearest reads the window at floor(x + 0.5): 2.5 reads from 3, 2.49
+    from 2."""
+    image = asymmetric_object(11, 13, "float64")[None]
+    got = peers.reference_patches(image, np.array([[[2.5, 3.49]]]), 3, interpolation="nearest")
+    want = oracle_patches(image, np.array([[[3.0, 3.0]]]), 3).real
+    np.testing.assert_array_equal(got, want)
+
+
+def test_fourier_reference_is_a_band_limited_shift():
+    """A whole-window periodic signal, shifted by the Fourier reference,
+    is the same signal sampled at the shifted points (a bilinear blend
+    would damp it): cos(2 pi k col / S) of the window's own period."""
+    size, margin, frequency = 8, 1, 2
+    period = size + 2 * margin
+    cols = np.arange(40)
+    image = np.tile(np.cos(2 * np.pi * frequency * cols / period), (40, 1))[None]
+    x, y = 20.3, 20.0
+    patch = peers.reference_patches(image, np.array([[[x, y]]]), size,
+                                    interpolation="fourier", fourier_margin=margin)
+    sample = x - size // 2 + np.arange(size)
+    want = np.cos(2 * np.pi * frequency * sample / period)
+    np.testing.assert_allclose(patch[0, :, :, 0], np.tile(want, (size, 1)), atol=1e-12)
+
+
+def test_ptychi_positions_follow_its_convention():
+    """pty-chi's position p of a patch of N starts its window at
+    floor(p - (N-1)/2) with that fraction: this package's [x, y] maps to
+    [y, x] + (N-1)/2 - N//2 (0 for odd N, -1/2 for even)."""
+    offsets = np.array([[[3.25, 7.5]]])
+    np.testing.assert_array_equal(peers.ptychi_positions(offsets, 5), [[7.5, 3.25]])
+    np.testing.assert_array_equal(peers.ptychi_positions(offsets, 6), [[7.0, 2.75]])
+
+
+@requires("torch")
+@pytest.mark.skipif(BACKEND != "torch", reason="pty-chi is a PyTorch peer")
+@pytest.mark.skipif(importlib.util.find_spec("ptychi") is None,
+                    reason=f"needs pty-chi ({peers.PTYCHI_INSTALL})")
+@pytest.mark.parametrize("patch_size", [6, 7])
+def test_ptychi_matches_the_fourier_reference(patch_size):
+    """pty-chi's Fourier shift, given the mapped positions, computes the
+    Fourier reference (the benchmark checks its rows against that)."""
+    import torch
+
+    module, reason = peers.load_ptychi()
+    assert module is not None, reason
+    image = asymmetric_object(29, 31, "complex128")[None]
+    rng = np.random.default_rng(4)
+    offsets = rng.uniform(patch_size, 29 - patch_size, (3, 4, 2))
+    positions = torch.as_tensor(peers.ptychi_positions(offsets, patch_size))
+    ours = peers.reference_patches(image, offsets, patch_size, interpolation="fourier",
+                                   fourier_margin=2)
+    theirs = peers.ptychi_extraction(module, torch.as_tensor(image[0]), positions,
+                                     patch_size, 2, (3, 4)).numpy()
+    # pty-chi is ~7e-8 off a float64 evaluation even on complex128 inputs
+    # (part of its shift is computed in float32); a wrong mapping of its
+    # positions is off by O(1).
+    np.testing.assert_allclose(theirs, ours, rtol=0, atol=1e-6)
+    flat = np.transpose(ours, (0, 3, 1, 2)).reshape(-1, patch_size, patch_size)
+    placed = peers.ptychi_placement(module, torch.as_tensor(flat), positions, (29, 31), 2)
+    want = peers.reference_placement(ours, offsets, (29, 31), interpolation="fourier",
+                                     fourier_margin=2)
+    np.testing.assert_allclose(placed.numpy(), want, rtol=0, atol=1e-6 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("operator", ["extract", "place"])
+@pytest.mark.parametrize("interpolation", ["fourier", "nearest"])
+def test_kernel_tables(operator, interpolation, capsys):
+    """With --interpolation, the layer rows run that kernel and match its
+    float64 reference; bilinear-only peers say n/a; the FFT floor runs for
+    Fourier."""
+    op = cli.OPERATORS[operator]
+    layer_id = list(op.layer_modes)[0]
+    ids = ["copy_numpy", "fft_floor", "ptychi_fourier", op.legacy_id, layer_id]
+    args = cli.parse_args(["--quick", "--operator", operator, "--interpolation", interpolation,
+                           "--fourier-margin", "2", "--repeats", "1", "--no-progress",
+                           "--rows", ",".join(ids)])
+    config = cli._config(args)
+    case = case_lib.from_config(config)
+    assert case.window_size == (16 + 4 if interpolation == "fourier" else 16)
+    report = measure.run_table(op, args, case, cli._settings(args))
+    rows = {row["id"]: row for row in report["rows"]}
+    layer = rows[layer_id]
+    assert layer["status"] == "ok", layer
+    # The tolerance is 1e-3 of the values' scale: the layer is within 1e-5
+    # of it of the kernel's float64 reference.
+    assert layer["max_error_f64"] <= 1e-2 * report["tolerance"]
+    assert rows[op.legacy_id]["reason"].startswith("n/a: bilinear only")
+    floor = rows["fft_floor"]
+    if interpolation == "fourier":
+        assert floor["status"] == "ok", floor
+        assert floor["label"].startswith("FFT floor: fft2 + ifft2 of K 20x20")
+    else:
+        assert floor["reason"].startswith("n/a")
+    assert rows["ptychi_fourier"]["status"] in ("ok", "skipped")
+    if rows["ptychi_fourier"]["status"] == "ok":
+        assert rows["ptychi_fourier"]["max_error"] <= report["tolerance"]
+    notes = report_lib.notes(op, dict(report, config=config, machine=timing.machine_info()))
+    kernel = "Fourier kernel, margin 2" if interpolation == "fourier" else "nearest kernel"
+    assert kernel in notes[0]
 
 
 @tensorflow_only
@@ -329,7 +466,7 @@ def _check_report(report, stdout):
     rows = {row["id"]: row for row in report["rows"]}
     assert list(rows) == list(EXTRACT.row_ids)
     for row_id, row in rows.items():
-        if BACKEND != "tensorflow" and row_id in TF_ONLY:
+        if (BACKEND != "tensorflow" and row_id in TF_ONLY) or row_id in FOURIER_ONLY:
             assert row["status"] == "skipped", row
             assert row["reason"] in stdout
             continue
@@ -356,7 +493,7 @@ def _check_place_report(report, stdout):
     rows = {row["id"]: row for row in report["rows"]}
     assert list(rows) == list(PLACE.row_ids)
     for row_id, row in rows.items():
-        if BACKEND != "tensorflow" and row_id in PLACE_TF_ONLY:
+        if (BACKEND != "tensorflow" and row_id in PLACE_TF_ONLY) or row_id in FOURIER_ONLY:
             assert row["status"] == "skipped", row
             assert row["reason"] in stdout
             continue
