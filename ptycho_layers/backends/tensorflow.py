@@ -155,8 +155,13 @@ def differentiable(forward, gradients, ordered=True):
     (`_portable`): no converter reads an XLA function.
     """
     plain = forward
-    forward = tf.function(forward, jit_compile=True)
-    d_x, d_offsets = (tf.function(fn, jit_compile=True) for fn in gradients)
+    # No AutoGraph: the kernels are Python over static shapes, with no
+    # control flow on tensors, and converting each of their functions (the
+    # closures of every piece and fusion boundary, anew per trace) was most
+    # of the time a first call spent tracing.
+    compiled = functools.partial(tf.function, jit_compile=True, autograph=False)
+    forward = compiled(forward)
+    d_x, d_offsets = (compiled(fn) for fn in gradients)
 
     @tf.custom_gradient
     def operator(x, offsets):
