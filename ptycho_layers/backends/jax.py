@@ -16,6 +16,7 @@ __all__ = [
     "IMPLEMENTATION",
     "SPLITS_BATCH",
     "complex",
+    "cos_sin",
     "where",
     "take",
     "add_at",
@@ -36,6 +37,11 @@ SPLITS_BATCH = True
 def complex(real, imag):
     """real + i*imag, (...) float32/float64 -> complex64/complex128."""
     return lax.complex(real, imag)
+
+
+def cos_sin(angles):
+    """(cos, sin) of `angles` (...) float, in its dtype; `keras.ops.cos` computes float64 in float32 on JAX."""
+    return jnp.cos(angles), jnp.sin(angles)
 
 
 def where(condition, x, y):
@@ -111,8 +117,8 @@ def differentiable(forward, gradients, ordered=True):
     eager or traced), with the written-out `gradients` (JAX's own transpose
     of a kernel in pieces behind conditionals is far slower), in
     TensorFlow's convention for complex values: JAX's cotangent is its
-    conjugate, which the object's gradient (linear, real weights) passes
-    through and the offsets' gradient takes conjugated.
+    conjugate, so both gradients take it conjugated, and the input's is
+    given back conjugated (a kernel's weights may be complex).
 
     Under `jax.jit` of a training step both passes are one program, and
     where the loss is linear in the result the backward pass does not
@@ -145,7 +151,10 @@ def differentiable(forward, gradients, ordered=True):
             d_off = d_offsets(x, waited, jnp.conj(cotangent)).astype(offsets.dtype)
         else:  # integer offsets have no gradient
             d_off = np.zeros(offsets.shape, jax.dtypes.float0)
-        return d_x(x, waited, cotangent), d_off
+        # Conjugated in and out: the kernel's weights may be complex
+        # (Fourier's ramp), and conj(A^H conj(g)) is A^H g only for real A.
+        d_x_value = jnp.conj(d_x(x, waited, jnp.conj(cotangent)))
+        return d_x_value.astype(x.dtype), d_off
 
     operator.defvjp(forward_with_residuals, backward)
     return jax.jit(operator)
