@@ -18,6 +18,7 @@ __all__ = [
     "IMPLEMENTATION",
     "SPLITS_BATCH",
     "complex",
+    "cos_sin",
     "where",
     "take",
     "add_at",
@@ -38,6 +39,11 @@ SPLITS_BATCH = True
 def complex(real, imag):
     """real + i*imag, (...) float32/float64 -> complex64/complex128."""
     return tf.complex(real, imag)
+
+
+def cos_sin(angles):
+    """(cos, sin) of `angles` (...) float, in its dtype."""
+    return tf.cos(angles), tf.sin(angles)
 
 
 def where(condition, x, y):

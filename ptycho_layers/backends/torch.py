@@ -14,6 +14,7 @@ __all__ = [
     "IMPLEMENTATION",
     "SPLITS_BATCH",
     "complex",
+    "cos_sin",
     "where",
     "take",
     "add_at",
@@ -36,6 +37,11 @@ add_runs = None
 def complex(real, imag):
     """real + i*imag, (...) float32/float64 -> complex64/complex128."""
     return torch.complex(real, imag)
+
+
+def cos_sin(angles):
+    """(cos, sin) of `angles` (...) float, in its dtype."""
+    return torch.cos(angles), torch.sin(angles)
 
 
 def where(condition, x, y):

@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from ptycho_layers import backends
 from ptycho_layers.backends import keras_ops as ops
 from ptycho_layers.xla.geometry import padded_along
 
@@ -91,7 +92,8 @@ class FourierShift:
         rows = y_fraction[:, :, None, None] * frequencies[:, None]
         cols = x_fraction[:, :, None, None] * frequencies
         whole = ops.logical_and(y_fraction == 0, x_fraction == 0)[:, :, None, None]
-        return (ops.cos(rows), ops.sin(rows), ops.cos(cols), ops.sin(cols), whole)
+        cosine = backends.current().cos_sin
+        return (*cosine(rows), *cosine(cols), whole)
 
     def _spectrum(self, parts, weights, sign):
         """DFT(parts) * ramp (sign 1) or * its conjugate (sign -1), as real
