@@ -10,6 +10,7 @@ import sys
 from ptycho_layers import memory
 from benchmarks import backends
 from benchmarks import case as case_lib
+from benchmarks import first_call
 from benchmarks import measure
 from benchmarks import peers
 from benchmarks import report as report_lib
@@ -97,6 +98,13 @@ def parse_args(argv=None):
         "freed buffers for reuse, so fresh outputs do not fault (JAX)")
     add("--seed", type=int, default=0)
     add("--no-progress", action="store_true", help="no progress bar")
+    add("--first-call", action="store_true",
+        help="instead of the table: each public function's first call in a fresh "
+        "process, a new batch size, and the memory kept per compiled shape, "
+        "against PtychoPINN's algorithm's first call (benchmarks/first_call.py)")
+    add("--shapes", type=int, default=10,
+        help="--first-call: new batch sizes the memory kept per shape is "
+        "averaged over (default 10)")
     add("--memory-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     for key, value in (_QUICK if args.quick else _DEFAULTS).items():
@@ -156,6 +164,19 @@ def _sweep(op, args, config):
     return result
 
 
+def _first_call(args, config):
+    """The first-call report (``--first-call``): printed, and in the JSON."""
+    progress = timing.Progress(2 * len(first_call.FUNCTIONS), enabled=not args.no_progress)
+    result = first_call.report(config, shapes=args.shapes, progress=progress)
+    progress.close()
+    print(first_call.format_report(result, config["backend"]))
+    if args.json:
+        report = {"config": config, "machine": timing.machine_info(), "first_call": result}
+        with open(args.json, "w") as handle:
+            json.dump(report_lib.json_safe(report), handle, indent=1)
+    return 0
+
+
 def main(argv=None):
     """Run the benchmark; print the table; return the exit status."""
     args = parse_args(argv)
@@ -165,6 +186,8 @@ def main(argv=None):
         memory.reuse_freed_memory()
     backends.prepare(args.dtype)
     config = _config(args)
+    if args.first_call:
+        return _first_call(args, config)
     if args.memory_probe:
         # Hidden mode: one row's peak memory, for `measure.measure_memory`.
         (row,) = op.build_rows(case_lib.from_config(config), args.rows[:1], _settings(args))

@@ -251,8 +251,8 @@ class Operator:
         label = (f"FFT floor: fft2 + ifft2 of K {size}x{size} {dtype} windows "
                  f"({backends.fft_label()}, {backends.mode_label(mode)})")
         if case.interpolation != "fourier":
-            return Row("fft_floor", label, skip="n/a: the Fourier kernel's floor "
-                       "(--interpolation fourier)")
+            return Row("fft_floor", "FFT floor: fft2 + ifft2 of the Fourier kernel's windows",
+                       skip="n/a: the Fourier kernel's floor (--interpolation fourier)")
         windows = self.fft_windows(case).astype(dtype)
         compiled = backends.compile_fn(peers.fft_round_trip, mode)
         tensor = backends.to_tensor(windows)

@@ -631,3 +631,22 @@ def test_command_line_starts_quietly():
     output = done.stdout + done.stderr
     assert "absl::InitializeLog" not in output, output[-2000:]
     assert re.search(r"^[IWEF]\d{4} ", output, re.MULTILINE) is None, output[-2000:]
+
+
+@pytest.mark.parametrize("function", ["place_patches", "reassemble_position"])
+def test_first_call_probe_times_every_call(function):
+    """The first-call probe, in this process on a tiny case: every time
+    positive, a new batch size smaller than the case's, and the memory
+    kept per shape averaged over the shapes it was asked for."""
+    from benchmarks import first_call
+
+    config = {"groups": 3, "gridsize": 2, "patch_size": 8, "height": 24, "width": 24,
+              "dtype": "complex64", "seed": 0}
+    result = first_call.probe(function, config, shapes=1)
+    assert result["function"] == function
+    assert result["first_s"] > 0 and result["warm_s"] > 0 and result["new_batch_s"] > 0
+    assert result["new_batch_groups"] == 2 and result["shapes"] == 1
+    assert result["kept_per_shape_bytes"] is None or result["kept_per_shape_bytes"] >= 0
+    text = first_call.format_report({"rows": [result], "legacy": {function: dict(result, first_s=1.0)},
+                                     "shapes": 1}, BACKEND)
+    assert f"| {function} |" in text and "x |" in text
