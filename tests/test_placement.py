@@ -289,3 +289,31 @@ def test_both_window_adders_match_the_oracle(monkeypatch, reader, kind, obj, per
     extracted = numpy(compiled(lambda x, o: extract_patches_batched(x, o, size))(images, offsets))
     bound = max(1e-30, np.linalg.norm(extracted) * np.linalg.norm(patches))
     assert abs(inner(extracted, patches) - inner(images, placed)) <= 1e-6 * bound
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="XLA's pieces: TensorFlow and JAX")
+@pytest.mark.parametrize("reader", ["object", "padded"])
+def test_pieces_that_do_not_divide_the_batch(monkeypatch, reader):
+    """XLA places a large batch in pieces, one loop over them; where the
+    pieces do not divide the batch the last one is moved back to end with
+    it, and the rows it shares with the piece before must be added once.
+    Against the float64 oracle, with non-finite offsets among the shared
+    rows (they add nothing, NaN included)."""
+    from ptycho_layers.operators import place_patches_batched
+    from ptycho_layers.xla import padded_table
+    from ptycho_layers.xla.extraction import batch_pieces
+    from test_xla_runs import compiled
+
+    monkeypatch.setattr(padded_table, "PADDED_SHARE", float("inf") if reader == "padded" else 0.0)
+    height, width, batch, groups, size = 21, 26, 47, 4, 5
+    share = 0.1 if reader == "padded" else 0.3
+    pieces = batch_pieces(batch, groups, size, size + 1, share=share)
+    step = pieces[0][1]
+    assert len(pieces) > 2 and batch % step != 0, pieces
+    offsets = make_offsets("fractional", batch, groups, height, width, size, seed=3)
+    offsets[batch - step, 1] = np.nan  # in the rows both last pieces cover
+    offsets[batch - 1, 2, 0] = np.inf
+    patches = random_patches((batch, size, size, groups), "complex64", seed=4)
+    placed = numpy(compiled(lambda p, o: place_patches_batched(p, o, (1, height, width)))(patches, offsets))
+    expected = oracle_place(patches, offsets, (height, width), False)
+    np.testing.assert_allclose(placed, expected, rtol=0, atol=1e-5 * max(1.0, np.abs(expected).max()))

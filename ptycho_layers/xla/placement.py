@@ -22,18 +22,18 @@ from ptycho_layers.xla import runs
 __all__ = ["place"]
 
 
-def _spread_inputs(kernel, patches, part, x, y, finite, height, width, predicate):
+def _spread_inputs(kernel, patches, x, y, finite, height, width, predicate):
     """(x_start, y_start, operands): (b, c) int32 window starts and the
-    kernel's `spread_operands` of rows `part` (a slice) of `patches`
-    (B, N, N, c), as real parts side by side (b, c, N, N, q), q = 2 for
-    complex values, groups first, zero for non-finite offsets; `x`, `y`
-    (b, c) the piece's sanitized offsets, `finite` (b, c) bool.
+    kernel's `spread_operands` of a piece's `patches` (b, N, N, c), as
+    real parts side by side (b, c, N, N, q), q = 2 for complex values,
+    groups first, zero for non-finite offsets; `x`, `y` (b, c) the piece's
+    sanitized offsets, `finite` (b, c) bool.
 
     Behind a fusion boundary: fused into the loops over window entries, XLA
     would recompute the weights for every entry; the data-dependent
-    `predicate` (from the previous piece's sums) keeps one piece's inputs
-    alive at a time; the piece is cut inside it, or XLA would copy every
-    piece out up front; the transposes keep XLA from making it a select.
+    `predicate` is any scalar bool computed from the data (within a loop
+    over pieces, from the sums so far); the transposes keep XLA from
+    making it a select.
     The real and imaginary parts go in one array: XLA pads it in one loop.
     """
     coord = standardize_dtype(x.dtype)
@@ -45,9 +45,8 @@ def _spread_inputs(kernel, patches, part, x, y, finite, height, width, predicate
             x, y, height, width, patch_size, kernel, coord, finite
         )
         # Zero weights alone would leave 0 * NaN = NaN.
-        piece = patches[part]
         values = backends.current().where(
-            finite[:, None, None, :], piece, ops.zeros_like(piece)
+            finite[:, None, None, :], patches, ops.zeros_like(patches)
         )
         values = ops.transpose(values, (0, 3, 1, 2))
         pairs = ops.stack(geometry.real_parts(values, dtype, coord), axis=-1)
@@ -69,19 +68,22 @@ def place(patches, image_index, x, y, finite, image_shape, kernel):
     batch, patch_size, _, groups = ops.shape(patches)
     size = kernel.window_size(patch_size)
     predicate = ops.all(finite)
-    sums = None
     # Into the padded table where it is small (`padded_table.fits`): whole
     # runs, nothing masked, then the object cropped out of it.
     padded = padded_table.fits(image_shape, batch, groups, patch_size, size)
-    # In pieces added into the sums in place: a piece's inputs and spread
-    # windows take about twice its patches, so pieces of 0.3 of the batch
-    # keep the working memory under the patches'; into the padded table
-    # smaller pieces are faster, their windows staying in cache.
+    # In pieces added into the sums in place, one after another: a piece's
+    # inputs and spread windows take about twice its patches, so pieces of
+    # 0.3 of the batch keep the working memory under the patches'; into the
+    # padded table smaller pieces are faster, their windows staying in
+    # cache.
     share = 0.1 if padded else 0.3
-    for start, stop in extraction.batch_pieces(batch, groups, patch_size, size, share=share):
-        part = slice(start, stop)
+    pieces = extraction.batch_pieces(batch, groups, patch_size, size, share=share)
+    add = _add_padded if padded else _add_windows
+
+    def add_piece(part, rows_finite, sums, predicate):
+        piece, piece_index, piece_x, piece_y = _rows_of(part, patches, image_index, x, y)
         x_start, y_start, operands = _spread_inputs(
-            kernel, patches, part, x[part], y[part], finite[part], height, width, predicate
+            kernel, piece, piece_x, piece_y, rows_finite, height, width, predicate
         )
         spread = kernel.spread(*operands)
         if dtype in COMPLEX:
@@ -90,15 +92,64 @@ def place(patches, image_index, x, y, finite, image_shape, kernel):
             )
         else:
             contributions = ops.cast(spread[..., 0], dtype)
-        add = _add_padded if padded else _add_windows
-        sums = add(contributions, image_index[part], x_start, y_start, image_shape, sums)
-        # The next piece's inputs wait for this piece's sums, so only one
-        # piece's windows are alive at a time.
-        last = ops.reshape(sums[-1], (-1,))[:1]
-        predicate = ops.all(ops.isfinite(ops.real(last)))
+        return add(contributions, piece_index, x_start, y_start, image_shape, sums)
+
+    if len(pieces) == 1:
+        sums = add_piece(slice(None), finite, None, predicate)
+    else:
+        # The pieces as one loop, its body compiled once: written out one
+        # after another, XLA compiled each piece, and the program's compile
+        # time and the memory it keeps grew with their number, several
+        # seconds and tens of MB per batch size (docs/performance.md, "The
+        # first call"). The last piece is moved back to end with the
+        # batch, its rows that the one before placed masked out.
+        step = pieces[0][1]
+        sums = _zero_sums(padded, image_shape, size, patches.dtype)
+
+        def body(index, sums):
+            start = ops.minimum(index * step, batch - step)
+            part = (start, step)
+            fresh = ops.arange(step, dtype="int32") + start >= index * step
+            rows_finite = ops.logical_and(_rows(finite, part), fresh[:, None])
+            # The piece's inputs wait for the sums so far: one piece's
+            # windows are alive at a time.
+            last = ops.reshape(sums[-1], (-1,))[:1]
+            predicate = ops.all(ops.isfinite(ops.real(last)))
+            return add_piece(part, rows_finite, sums, predicate)
+
+        sums = ops.fori_loop(0, len(pieces), body, sums)
     if padded:
         return padded_table.crop(sums[0], image_shape)
     return _join(sums, image_shape)
+
+
+def _rows(values, part):
+    """Rows `part` of `values` (B, ...): a slice, or (start, count), a
+    traced start and a static count."""
+    if isinstance(part, slice):
+        return values[part]
+    start, count = part
+    rank = len(values.shape)
+    return ops.slice(values, (start,) + (0,) * (rank - 1), (count,) + tuple(values.shape[1:]))
+
+
+def _rows_of(part, *values):
+    """`_rows(value, part)` of each of `values`."""
+    return tuple(_rows(value, part) for value in values)
+
+
+def _zero_sums(padded, shape, size, dtype):
+    """The sums before any piece: zeros shaped as `_add_padded`'s or
+    `_add_windows`' results for objects of `shape` (Bi, H, W)."""
+    count, height, width = shape
+    if padded:
+        return (ops.zeros((count, padded_table.length(height, width, size)), dtype),)
+    if backends.current().add_runs is not None and runs.available(width, size):
+        return (
+            ops.zeros((count, height * width), dtype),
+            ops.zeros((count * 2, width + 2 * size), dtype),
+        )
+    return (ops.zeros((count * height * width,), dtype),)
 
 
 def _add_padded(contributions, image_index, x_start, y_start, shape, sums=None):
