@@ -135,8 +135,14 @@ def normalized(
     dtype = standardize_dtype(patches.dtype)
     coord = operators.coordinate_dtype(dtype)
     mask = _crop_mask(ops.shape(patches)[1], crop, coord)[None, :, :, None]
-    masks = ops.zeros_like(ops.real(patches) if dtype in operators.COMPLEX else patches)
-    masks = ops.cast(masks, coord) + mask
+    shape = tuple(patches.shape)
+    if all(isinstance(length, int) for length in shape):
+        # One operation: called eagerly on JAX each one compiles a program
+        # per batch size.
+        masks = ops.broadcast_to(ops.convert_to_tensor(mask), shape)
+    else:  # the batch unknown while tracing
+        masks = ops.zeros_like(ops.real(patches) if dtype in operators.COMPLEX else patches)
+        masks = ops.cast(masks, coord) + mask
     where = backends.current().where
     total = dispatch(
         cropped(patches, crop), offsets, image_shape, batched, per_row, kernel

@@ -5,11 +5,15 @@ call; `ptycho_layers.memory` changes that, on request only (a process's
 allocator is its owner's choice).
 """
 
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from keras import ops
+
+from ptycho_layers.backends import batch_sizes
 
 __all__ = [
     "NAME",
@@ -112,6 +116,38 @@ def _after(offsets, finished):
     return offsets + flag * jnp.asarray(-0.0, offsets.dtype)
 
 
+def _on_cpu(value):
+    return all(device.platform == "cpu" for device in value.devices())
+
+
+def _pad_rows(value, count, fill):
+    """`value` (B, ...) with `count` rows of `fill` appended. On the CPU
+    in NumPy: an eager `jnp` operation (`jnp.asarray` too) compiles a
+    program per shape, and the point of padding is to compile nothing."""
+    shape = (count, *value.shape[1:])
+    if _on_cpu(value):
+        host = np.asarray(value)
+        return jax.device_put(np.concatenate([host, np.full(shape, fill, host.dtype)]))
+    return jnp.concatenate([value, jnp.full(shape, fill, value.dtype)], axis=0)
+
+
+def _first_rows(value, count):
+    """Rows :count of `value` (B, ...), a copy; in NumPy on the CPU, as
+    `_pad_rows`."""
+    if _on_cpu(value):
+        return jax.device_put(np.asarray(value)[:count])
+    return value[:count]
+
+
+# What `batch_sizes.Sized` asks of a backend.
+_EAGER_ROWS = types.SimpleNamespace(
+    concrete=lambda *values: not any(isinstance(v, jax.core.Tracer) for v in values),
+    is_floating=lambda value: jnp.issubdtype(value.dtype, jnp.floating),
+    pad_rows=_pad_rows,
+    first_rows=_first_rows,
+)
+
+
 def differentiable(forward, gradients, ordered=True):
     """`forward(x, offsets)` under `jax.jit` (one XLA program, the caller
     eager or traced), with the written-out `gradients` (JAX's own transpose
@@ -129,6 +165,9 @@ def differentiable(forward, gradients, ordered=True):
     anyway, less memory at no cost). Extraction is not ordered: its patches
     are fused into what reads them, and reading one made XLA materialise
     the windows.
+
+    Called eagerly at a new batch size, the operator first runs a larger
+    batch's program (`batch_sizes`).
     """
     d_x, d_offsets = gradients
 
@@ -157,7 +196,7 @@ def differentiable(forward, gradients, ordered=True):
         return d_x_value.astype(x.dtype), d_off
 
     operator.defvjp(forward_with_residuals, backward)
-    return jax.jit(operator)
+    return batch_sizes.Sized(jax.jit(operator), _EAGER_ROWS)
 
 
 def compiling():

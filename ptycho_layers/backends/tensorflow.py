@@ -5,10 +5,12 @@ and TensorFlow cannot differentiate the kernels' conditionals under XLA.
 """
 
 import functools
+import types
 
 import tensorflow as tf
 
 from ptycho_layers import backends
+from ptycho_layers.backends import batch_sizes
 from ptycho_layers.backends import keras_ops as ops
 
 from ptycho_layers import onnx_export
@@ -146,6 +148,21 @@ def fusion_boundary(fn, predicate):
     return ops.cond(predicate, fn, fn)
 
 
+def _pad_rows(value, count, fill):
+    """`value` (B, ...) with `count` rows of `fill` appended."""
+    rows = tf.fill([count, *value.shape[1:]], tf.cast(fill, value.dtype))
+    return tf.concat([value, rows], axis=0)
+
+
+# What `batch_sizes.Sized` asks of a backend.
+_EAGER_ROWS = types.SimpleNamespace(
+    concrete=lambda *values: tf.executing_eagerly(),
+    is_floating=lambda value: value.dtype.is_floating,
+    pad_rows=_pad_rows,
+    first_rows=lambda value, count: value[:count],
+)
+
+
 def differentiable(forward, gradients, ordered=True):
     """`forward(x, offsets)` -> y, pure `keras.ops` code, XLA-compiled, with
     the written-out `gradients` (d_x, d_offsets), each (x, offsets,
@@ -155,7 +172,8 @@ def differentiable(forward, gradients, ordered=True):
     functions, run one after the other.
 
     Each of the three is compiled per input shape and cached (inlined under
-    an enclosing `jit_compile=True`). The custom gradient sits outside
+    an enclosing `jit_compile=True`); called eagerly at a new batch size,
+    `forward` first runs a larger batch's program (`batch_sizes`). The custom gradient sits outside
     them, so in a graph a gradient nobody asks for is pruned. Traced for an
     ONNX export, `forward` runs uncompiled as ONNX-convertible operations
     (`_portable`): no converter reads an XLA function.
@@ -168,6 +186,7 @@ def differentiable(forward, gradients, ordered=True):
     compiled = functools.partial(tf.function, jit_compile=True, autograph=False)
     forward = compiled(forward)
     d_x, d_offsets = (compiled(fn) for fn in gradients)
+    forward = batch_sizes.Sized(forward, _EAGER_ROWS)
 
     @tf.custom_gradient
     def operator(x, offsets):
@@ -187,6 +206,7 @@ def differentiable(forward, gradients, ordered=True):
                 return plain(x, offsets)
         return operator(x, offsets)
 
+    dispatch.forward = forward
     return dispatch
 
 

@@ -1,0 +1,106 @@
+"""`backends.batch_sizes`: an eager call at a batch size met for the first
+time runs a larger batch's compiled program, padded, and gives what the
+float64 oracle gives; the size's own program is compiled when it comes
+again."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from conftest import BACKEND
+from oracle import asymmetric_object, oracle_patches, oracle_place
+from ptycho_layers import backends, extract_patches, operators, place_patches
+from ptycho_layers.backends import batch_sizes
+from test_extraction import make_offsets
+from test_placement import random_patches
+
+xla_only = pytest.mark.skipif(BACKEND == "torch", reason="PyTorch compiles nothing per shape")
+
+HEIGHT, WIDTH, SIZE, GROUPS = 17, 19, 5, 4
+
+
+@pytest.mark.parametrize(
+    "batch, compiled, expected",
+    [
+        (5, {8}, 8),  # a compiled larger batch, at most twice as large
+        (5, {6, 8, 10}, 6),  # the smallest of them
+        (3, {8}, 4),  # 8 is over twice 3: the next power of two
+        (9, set(), 16),
+        (8, set(), 8),  # a power of two is its own size
+        (1, {2}, 2),
+        (1, set(), 1),
+    ],
+)
+def test_padded_size(batch, compiled, expected):
+    assert batch_sizes.padded_size(batch, compiled) == expected
+
+
+def _sized(operator):
+    """The `batch_sizes.Sized` inside a backend's operator."""
+    return operator if isinstance(operator, batch_sizes.Sized) else operator.forward
+
+
+def _programs(sized):
+    """How many programs XLA has for the operator (one per input shape)."""
+    if BACKEND == "jax":
+        return sized.call._cache_size()
+    return sized.call.experimental_get_tracing_count()
+
+
+def _offsets(batch, seed):
+    offsets = make_offsets("fractional", batch, GROUPS, HEIGHT, WIDTH, SIZE, seed=seed)
+    offsets[1, 2] = np.nan  # a non-finite offset among the real rows
+    return offsets
+
+
+def _check_calls(call, operator, expected):
+    """call(batch) at 8 (compiled), at 5 (run by 8's program, nothing
+    compiled), at 5 again (its own program compiled): each equal to
+    `expected(batch)`, the oracle's."""
+    sized = _sized(operator)
+    first = np.asarray(ops.convert_to_numpy(call(8)))
+    np.testing.assert_allclose(first, expected(8), rtol=0, atol=1e-5)
+    programs = _programs(sized)
+    for again, compiles in ((False, 0), (True, 1)):
+        result = np.asarray(ops.convert_to_numpy(call(5)))
+        assert result.shape == expected(5).shape, again
+        np.testing.assert_allclose(result, expected(5), rtol=0, atol=1e-5, equal_nan=True)
+        assert _programs(sized) == programs + compiles, again
+
+
+@xla_only
+@pytest.mark.parametrize("per_row", [False, True], ids=["one object", "one per row"])
+def test_extraction_at_a_new_batch_size(per_row):
+    operators.extraction.cache_clear()
+    count = 8 if per_row else 1
+    images = np.stack([asymmetric_object(HEIGHT, WIDTH, seed=k) for k in range(count)])
+
+    def inputs(batch):
+        return (images[:batch] if per_row else images), _offsets(batch, seed=batch)
+
+    def call(batch):
+        return extract_patches(*inputs(batch), SIZE)
+
+    def expected(batch):
+        return oracle_patches(*inputs(batch), SIZE)
+
+    _check_calls(call, operators.extraction(SIZE, "bilinear", backends.current()), expected)
+
+
+@xla_only
+@pytest.mark.parametrize("per_row", [False, True], ids=["one object", "one per row"])
+def test_placement_at_a_new_batch_size(per_row):
+    operators.placement.cache_clear()
+
+    def inputs(batch):
+        patches = random_patches((batch, SIZE, SIZE, GROUPS), "complex64", seed=batch)
+        return patches, _offsets(batch, seed=batch)
+
+    def call(batch):
+        return place_patches(*inputs(batch), (HEIGHT, WIDTH), per_row=per_row)
+
+    def expected(batch):
+        return oracle_place(*inputs(batch), (HEIGHT, WIDTH), per_row)
+
+    operator = operators.placement(HEIGHT, WIDTH, per_row, "bilinear", backends.current())
+    _check_calls(call, operator, expected)
