@@ -63,6 +63,10 @@ def get_image_patches(
     return functional.extract_patches(image[None], offsets, N, batched)
 
 
+# The placed canvas's side is a multiple of this (`reassemble_position`).
+_CANVAS_STEP = 32
+
+
 def reassemble_position(obj_tensor, global_offsets, M=10, batched=True):
     """Stitch a scan's patches into one object, as PtychoPINN's function of
     the same name does: same arrays in, same canvas out.
@@ -153,9 +157,16 @@ def reassemble_position(obj_tensor, global_offsets, M=10, batched=True):
     pad = int(np.ceil(np.max(np.abs(as_float32 - as_float32.mean(axis=0)))))
     pad += pad % 2
     side = crop + 2 * pad
-    centred = offsets - offsets.mean(axis=0) + pad + crop // 2
+    # Placed into a canvas of a side rounded up to a multiple of
+    # _CANVAS_STEP, the canvas cut out of its centre: the side follows the
+    # offsets, and each new side would compile new programs (placement's
+    # are per object shape). What falls in the margin is cut off, as it
+    # would have been dropped.
+    placed_side = -(-side // _CANVAS_STEP) * _CANVAS_STEP if batched else side
+    margin = (placed_side - side) // 2  # both even
+    centred = offsets - offsets.mean(axis=0) + pad + crop // 2 + margin
     image, _ = placement.normalized(
-        patches, centred[:, None, :], (side, side), None, batched, False,
-        floor=1e-9,
+        patches, centred[:, None, :], (placed_side, placed_side), None, batched,
+        False, floor=1e-9,
     )
-    return image[0, :, :, None]
+    return image[0, margin:margin + side, margin:margin + side, None]

@@ -88,19 +88,27 @@ def test_extraction_at_a_new_batch_size(per_row):
 
 
 @xla_only
-@pytest.mark.parametrize("per_row", [False, True], ids=["one object", "one per row"])
-def test_placement_at_a_new_batch_size(per_row):
+@pytest.mark.parametrize(
+    "per_row, direct",
+    [(False, False), (True, False), (False, True)],
+    ids=["one object", "one per row", "NumPy into the operator"],
+)
+def test_placement_at_a_new_batch_size(per_row, direct):
+    """`direct`: NumPy arrays straight into the operator, as
+    `reassemble_position` gives it its offsets."""
     operators.placement.cache_clear()
+    operator = operators.placement(HEIGHT, WIDTH, per_row, "bilinear", backends.current())
 
     def inputs(batch):
         patches = random_patches((batch, SIZE, SIZE, GROUPS), "complex64", seed=batch)
         return patches, _offsets(batch, seed=batch)
 
     def call(batch):
+        if direct:
+            return operator(*inputs(batch))
         return place_patches(*inputs(batch), (HEIGHT, WIDTH), per_row=per_row)
 
     def expected(batch):
         return oracle_place(*inputs(batch), (HEIGHT, WIDTH), per_row)
 
-    operator = operators.placement(HEIGHT, WIDTH, per_row, "bilinear", backends.current())
     _check_calls(call, operator, expected)

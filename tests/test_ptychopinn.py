@@ -136,3 +136,23 @@ def test_reassemble_position_bad_input():
         reassemble_position(np.zeros((3, 8, 8, 1), "complex64"), np.zeros((3, 1, 2)))
     with pytest.raises(ValueError, match="M"):
         reassemble_position(np.zeros((3, 8, 8, 1), "complex64"), np.zeros((3, 1, 1, 2)), M=1)
+
+
+def test_reassemble_position_canvases_of_nearby_sides_share_programs():
+    """The canvas's side follows the offsets; sides within the same
+    multiple of 32 are placed into one canvas size, cut out of its centre,
+    so a second dataset compiles no new placement. Each against the
+    upstream rule."""
+    from ptycho_layers import operators
+
+    patches = np.exp(1j * np.random.default_rng(3).uniform(-1, 1, (9, 12, 12, 1))).astype("complex64")
+    wide, narrow = scan(9, seed=4), scan(9, seed=4) * 0.8
+    operators.placement.cache_clear()
+    sides = []
+    for offsets in (wide, narrow):
+        found = ops.convert_to_numpy(reassemble_position(patches, offsets, M=10))
+        expected = upstream_rule(patches, offsets, 10)
+        np.testing.assert_allclose(found, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+        sides.append(found.shape[0])
+    assert sides[0] != sides[1] and sides[0] % 32 and sides[1] % 32, sides
+    assert operators.placement.cache_info().currsize == 1

@@ -117,7 +117,9 @@ def _after(offsets, finished):
 
 
 def _on_cpu(value):
-    return all(device.platform == "cpu" for device in value.devices())
+    """Whether `value` (a JAX array, or a NumPy one) is in host memory."""
+    devices = getattr(value, "devices", None)
+    return devices is None or all(device.platform == "cpu" for device in devices())
 
 
 def _pad_rows(value, count, fill):
@@ -127,7 +129,9 @@ def _pad_rows(value, count, fill):
     shape = (count, *value.shape[1:])
     if _on_cpu(value):
         host = np.asarray(value)
-        return jax.device_put(np.concatenate([host, np.full(shape, fill, host.dtype)]))
+        padded = np.concatenate([host, np.full(shape, fill, host.dtype)])
+        # As it came: `jax.jit` keeps a program per argument kind too.
+        return padded if isinstance(value, np.ndarray) else jax.device_put(padded)
     return jnp.concatenate([value, jnp.full(shape, fill, value.dtype)], axis=0)
 
 

@@ -157,7 +157,7 @@ def _pad_rows(value, count, fill):
 # What `batch_sizes.Sized` asks of a backend.
 _EAGER_ROWS = types.SimpleNamespace(
     concrete=lambda *values: tf.executing_eagerly(),
-    is_floating=lambda value: value.dtype.is_floating,
+    is_floating=lambda value: tf.as_dtype(value.dtype).is_floating,
     pad_rows=_pad_rows,
     first_rows=lambda value, count: value[:count],
 )
