@@ -7,6 +7,9 @@ pixels it would have been sampled from by the same kernel (bilinear: up
 to four); what falls outside the object is dropped.
 """
 
+import collections
+import threading
+
 import numpy as np
 from keras.backend import standardize_dtype
 
@@ -15,6 +18,7 @@ from ptycho_layers import functional
 from ptycho_layers import legacy
 from ptycho_layers import operators
 from ptycho_layers import validation
+from ptycho_layers.backends import batch_sizes
 from ptycho_layers.backends import keras_ops as ops
 
 __all__ = [
@@ -122,6 +126,35 @@ def cropped(patches, crop):
     return backends.current().where(mask > 0, patches, ops.zeros_like(patches))
 
 
+# Coverages placed in the patches' dtype, by the program their own dtype
+# would need; bounded (a key is a few numbers).
+_FIRST_COVERAGES = collections.OrderedDict()
+_FIRST_COVERAGES_KEPT = 256
+_LOCK = threading.Lock()
+
+
+def _mask_dtype(patches, image_shape, per_row, kernel, coord):
+    """The dtype to place the crop masks in: `coord`, theirs (real: half
+    the work of complex masks); but at the first eager call at a shape of
+    complex `patches` (B, N, N, c), the patches' dtype: the program that
+    places the patches places the masks too and nothing more is compiled,
+    a compile costing far more than the work saved. Their own program is
+    compiled when the shape comes again (`backends.batch_sizes` does the
+    same for batch sizes)."""
+    dtype = standardize_dtype(patches.dtype)
+    if dtype not in operators.COMPLEX or not backends.current().compiles_per_shape(patches):
+        return coord
+    key = (tuple(image_shape), per_row, kernel, tuple(patches.shape), dtype)
+    with _LOCK:
+        if key in _FIRST_COVERAGES:
+            del _FIRST_COVERAGES[key]
+            return coord
+        _FIRST_COVERAGES[key] = None
+        while len(_FIRST_COVERAGES) > _FIRST_COVERAGES_KEPT:
+            _FIRST_COVERAGES.popitem(last=False)
+    return dtype
+
+
 def normalized(
     patches, offsets, image_shape, crop, batched, per_row, floor=None,
     kernel="bilinear",
@@ -135,11 +168,12 @@ def normalized(
     dtype = standardize_dtype(patches.dtype)
     coord = operators.coordinate_dtype(dtype)
     mask = _crop_mask(ops.shape(patches)[1], crop, coord)[None, :, :, None]
+    mask_dtype = _mask_dtype(patches, image_shape, per_row, kernel, coord)
     shape = tuple(patches.shape)
     if all(isinstance(length, int) for length in shape):
         # One operation: called eagerly on JAX each one compiles a program
         # per batch size.
-        masks = ops.broadcast_to(ops.convert_to_tensor(mask), shape)
+        masks = ops.broadcast_to(ops.convert_to_tensor(mask.astype(mask_dtype)), shape)
     else:  # the batch unknown while tracing
         masks = ops.zeros_like(ops.real(patches) if dtype in operators.COMPLEX else patches)
         masks = ops.cast(masks, coord) + mask
@@ -147,7 +181,12 @@ def normalized(
     total = dispatch(
         cropped(patches, crop), offsets, image_shape, batched, per_row, kernel
     )
-    coverage = dispatch(masks, offsets, image_shape, batched, per_row, kernel)
+    if mask_dtype == coord:
+        coverage = dispatch(masks, offsets, image_shape, batched, per_row, kernel)
+    else:
+        with batch_sizes.repeated():
+            coverage = dispatch(masks, offsets, image_shape, batched, per_row, kernel)
+        coverage = ops.real(coverage)
     if floor is not None:
         return total / ops.cast(floor + coverage, dtype), coverage
     covered = coverage > 0

@@ -112,3 +112,31 @@ def test_placement_at_a_new_batch_size(per_row, direct):
         return oracle_place(*inputs(batch), (HEIGHT, WIDTH), per_row)
 
     _check_calls(call, operator, expected)
+
+
+@xla_only
+def test_reassemble_at_a_new_batch_size_compiles_nothing():
+    """`reassemble` places its masks with the patches' program at a new
+    shape (`batch_sizes.repeated`): the second placement is not the batch
+    size coming again, so at a new batch size nothing is compiled."""
+    from ptycho_layers import reassemble
+
+    operators.placement.cache_clear()
+    sized = _sized(operators.placement(HEIGHT, WIDTH, False, "bilinear", backends.current()))
+
+    def inputs(batch):
+        patches = random_patches((batch, SIZE, SIZE, GROUPS), "complex64", seed=batch)
+        return patches, _offsets(batch, seed=batch)
+
+    for _ in range(2):  # the patches' program, then the masks' own
+        reassemble(*inputs(8), (HEIGHT, WIDTH))
+    programs = _programs(sized)
+    patches, offsets = inputs(5)
+    image, coverage = reassemble(patches, offsets, (HEIGHT, WIDTH), return_coverage=True)
+    assert _programs(sized) == programs
+    ones = oracle_place(np.ones(patches.shape, "float32"), offsets, (HEIGHT, WIDTH), False)
+    total = oracle_place(patches, offsets, (HEIGHT, WIDTH), False)
+    expected = np.where(ones > 0, total / np.where(ones > 0, ones, 1), 0)
+    np.testing.assert_allclose(ops.convert_to_numpy(coverage), ones, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(image), expected, rtol=0,
+                               atol=1e-5 * np.abs(expected).max())

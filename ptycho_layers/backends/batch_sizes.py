@@ -24,9 +24,31 @@ non-finite value to pad with. The gradients are not sized: they are
 asked for in training, where shapes repeat.
 """
 
+import contextlib
 import threading
 
-__all__ = ["Sized", "padded_size"]
+__all__ = ["Sized", "padded_size", "repeated"]
+
+
+class _State(threading.local):
+    repeated = False
+
+
+_STATE = _State()
+
+
+@contextlib.contextmanager
+def repeated():
+    """In this thread, calls that repeat the shapes of the call just made
+    (`reassemble`'s masks placed by the patches' program): they run
+    whatever program that call ran, and do not count as the shape coming
+    again."""
+    saved = _STATE.repeated
+    _STATE.repeated = True
+    try:
+        yield
+    finally:
+        _STATE.repeated = saved
 
 
 def padded_size(batch, compiled):
@@ -45,7 +67,7 @@ class Sized:
     one per row) and of the result where it has B rows, called eagerly at
     the sizes the module's docstring describes.
 
-    `backend` gives `concrete(*values)` (whether the values are eager
+    `backend` gives `compiles_per_shape(*values)` (the backend's: eager
     arrays, not traced), `pad_rows(value, count, fill)` (`value` with
     `count` rows of `fill` appended), `first_rows(value, count)` and
     `is_floating(value)`; other
@@ -66,7 +88,7 @@ class Sized:
 
     def __call__(self, x, offsets):
         backend = self._backend
-        if not backend.concrete(x, offsets) or not backend.is_floating(offsets):
+        if not backend.compiles_per_shape(x, offsets) or not backend.is_floating(offsets):
             return self.call(x, offsets)
         batch = int(offsets.shape[0])
         x_rows = int(x.shape[0])
@@ -76,14 +98,15 @@ class Sized:
         with self._lock:
             compiled = self._compiled.setdefault(key, set())
             once = self._padded_once.setdefault(key, set())
-            if batch in compiled or not compiled or batch in once:
+            if batch in compiled or not compiled or (batch in once and not _STATE.repeated):
                 size = batch
             else:
                 size = padded_size(batch, compiled)
-            if size == batch:
-                once.discard(batch)
-            else:
-                once.add(batch)
+            if not _STATE.repeated:
+                if size == batch:
+                    once.discard(batch)
+                else:
+                    once.add(batch)
             compiled.add(size)
         if size == batch:
             return self.call(x, offsets)

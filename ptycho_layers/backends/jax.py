@@ -29,6 +29,7 @@ __all__ = [
     "fusion_boundary",
     "differentiable",
     "compiling",
+    "compiles_per_shape",
 ]
 
 NAME = "jax"
@@ -145,7 +146,7 @@ def _first_rows(value, count):
 
 # What `batch_sizes.Sized` asks of a backend.
 _EAGER_ROWS = types.SimpleNamespace(
-    concrete=lambda *values: not any(isinstance(v, jax.core.Tracer) for v in values),
+    compiles_per_shape=lambda *values: compiles_per_shape(*values),
     is_floating=lambda value: jnp.issubdtype(value.dtype, jnp.floating),
     pad_rows=_pad_rows,
     first_rows=_first_rows,
@@ -207,3 +208,10 @@ def compiling():
     """False: `jax.jit` traces Python as it runs, so the ONNX-export check
     may walk the stack (`onnx_export.exporting`); PyTorch's Dynamo cannot."""
     return False
+
+
+def compiles_per_shape(*values):
+    """Whether a call of an operator on `values` compiles a program for
+    their shapes: on arrays, yes (`jax.jit` per input shape); on a trace's
+    values, the caller's program holds the operator."""
+    return not any(isinstance(value, jax.core.Tracer) for value in values)

@@ -29,6 +29,7 @@ __all__ = [
     "fusion_boundary",
     "differentiable",
     "compiling",
+    "compiles_per_shape",
 ]
 
 NAME = "tensorflow"
@@ -156,7 +157,7 @@ def _pad_rows(value, count, fill):
 
 # What `batch_sizes.Sized` asks of a backend.
 _EAGER_ROWS = types.SimpleNamespace(
-    concrete=lambda *values: tf.executing_eagerly(),
+    compiles_per_shape=lambda *values: compiles_per_shape(*values),
     is_floating=lambda value: tf.as_dtype(value.dtype).is_floating,
     pad_rows=_pad_rows,
     first_rows=lambda value, count: value[:count],
@@ -215,3 +216,10 @@ def compiling():
     check may walk the stack (`onnx_export.exporting`); PyTorch's Dynamo
     cannot."""
     return False
+
+
+def compiles_per_shape(*values):
+    """Whether a call of an operator on `values` compiles a program for
+    their shapes: eagerly, yes (each operator is XLA-compiled per input
+    shape); traced, the caller's program holds the operator."""
+    return tf.executing_eagerly()

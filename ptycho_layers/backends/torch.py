@@ -23,6 +23,7 @@ __all__ = [
     "fusion_boundary",
     "differentiable",
     "compiling",
+    "compiles_per_shape",
 ]
 
 NAME = "torch"
@@ -141,3 +142,11 @@ def differentiable(forward, gradients, ordered=True):
         return _Operator.apply(x, offsets, forward, d_x, d_offsets)
 
     return operator
+
+
+def compiles_per_shape(*values):
+    """Whether a call of an operator on `values` compiles a program for
+    their shapes: never (op by op; `torch.compile`'s recompiles are its
+    own)."""
+    del values
+    return False
