@@ -170,9 +170,11 @@ def normalized(
     mask = _crop_mask(ops.shape(patches)[1], crop, coord)[None, :, :, None]
     mask_dtype = _mask_dtype(patches, image_shape, per_row, kernel, coord)
     shape = tuple(patches.shape)
-    if all(isinstance(length, int) for length in shape):
-        # One operation: called eagerly on JAX each one compiles a program
-        # per batch size.
+    if backends.current().compiles_per_shape(patches):
+        # In NumPy: an eager operation on JAX compiles (and keeps) a
+        # program per batch size.
+        masks = np.broadcast_to(mask.astype(mask_dtype), shape)
+    elif all(isinstance(length, int) for length in shape):
         masks = ops.broadcast_to(ops.convert_to_tensor(mask.astype(mask_dtype)), shape)
     else:  # the batch unknown while tracing
         masks = ops.zeros_like(ops.real(patches) if dtype in operators.COMPLEX else patches)

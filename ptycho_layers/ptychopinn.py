@@ -106,7 +106,12 @@ def reassemble_position(obj_tensor, global_offsets, M=10, batched=True):
     M = validation.check_positive_int(M, name="M")
     validation.check_numeric(obj_tensor, "obj_tensor")
     validation.check_real_offsets(global_offsets, "global_offsets")
-    patches = ops.cast(ops.convert_to_tensor(obj_tensor), "complex64")
+    if isinstance(obj_tensor, np.ndarray):
+        # Cast and cropped (below) in NumPy: eager operations on JAX
+        # compile, and keep, a program per number of patches.
+        patches = obj_tensor.astype("complex64", copy=False)
+    else:
+        patches = ops.cast(ops.convert_to_tensor(obj_tensor), "complex64")
     offsets = ops.convert_to_numpy(global_offsets).astype("float64")
     shape = tuple(patches.shape)
     if len(shape) != 4 or shape[-1] != 1 or shape[1] != shape[2]:

@@ -1,4 +1,5 @@
 import importlib.util
+import logging
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -58,3 +59,41 @@ def covering(cases, keys):
         covered |= new
         params.append(case if new else pytest.param(*case, marks=pytest.mark.slow))
     return params
+
+
+class _JaxCompiles(logging.Handler):
+    """Counts XLA's compiles of the operators (`jit(operator)`) in JAX's
+    compile log."""
+
+    count = 0
+
+    def emit(self, record):
+        if "XLA compilation of jit(operator)" in record.getMessage():
+            self.count += 1
+
+
+@pytest.fixture
+def compiled_programs():
+    """`programs(operator)`: how many programs XLA has compiled for the
+    operators (one per input shape). On JAX, every operator's compiles
+    during the test, from its compile log (`jax.jit`'s own cache also
+    keeps an entry per argument kind, NumPy or JAX, without compiling);
+    on TensorFlow, the operator's traces (one per shape under
+    `jit_compile`)."""
+    if BACKEND == "tensorflow":
+        yield lambda operator: operator.forward.call.experimental_get_tracing_count()
+        return
+    if BACKEND != "jax":
+        pytest.skip("PyTorch compiles nothing per shape")
+    import jax
+
+    handler = _JaxCompiles()
+    logger = logging.getLogger("jax")
+    saved = jax.config.jax_log_compiles
+    jax.config.update("jax_log_compiles", True)
+    logger.addHandler(handler)
+    try:
+        yield lambda operator: handler.count
+    finally:
+        logger.removeHandler(handler)
+        jax.config.update("jax_log_compiles", saved)

@@ -35,42 +35,29 @@ def test_padded_size(batch, compiled, expected):
     assert batch_sizes.padded_size(batch, compiled) == expected
 
 
-def _sized(operator):
-    """The `batch_sizes.Sized` inside a backend's operator."""
-    return operator if isinstance(operator, batch_sizes.Sized) else operator.forward
-
-
-def _programs(sized):
-    """How many programs XLA has for the operator (one per input shape)."""
-    if BACKEND == "jax":
-        return sized.call._cache_size()
-    return sized.call.experimental_get_tracing_count()
-
-
 def _offsets(batch, seed):
     offsets = make_offsets("fractional", batch, GROUPS, HEIGHT, WIDTH, SIZE, seed=seed)
     offsets[1, 2] = np.nan  # a non-finite offset among the real rows
     return offsets
 
 
-def _check_calls(call, operator, expected):
+def _check_calls(call, operator, expected, programs_of):
     """call(batch) at 8 (compiled), at 5 (run by 8's program, nothing
     compiled), at 5 again (its own program compiled): each equal to
     `expected(batch)`, the oracle's."""
-    sized = _sized(operator)
     first = np.asarray(ops.convert_to_numpy(call(8)))
     np.testing.assert_allclose(first, expected(8), rtol=0, atol=1e-5)
-    programs = _programs(sized)
+    programs = programs_of(operator)
     for again, compiles in ((False, 0), (True, 1)):
         result = np.asarray(ops.convert_to_numpy(call(5)))
         assert result.shape == expected(5).shape, again
         np.testing.assert_allclose(result, expected(5), rtol=0, atol=1e-5, equal_nan=True)
-        assert _programs(sized) == programs + compiles, again
+        assert programs_of(operator) == programs + compiles, again
 
 
 @xla_only
 @pytest.mark.parametrize("per_row", [False, True], ids=["one object", "one per row"])
-def test_extraction_at_a_new_batch_size(per_row):
+def test_extraction_at_a_new_batch_size(per_row, compiled_programs):
     operators.extraction.cache_clear()
     count = 8 if per_row else 1
     images = np.stack([asymmetric_object(HEIGHT, WIDTH, seed=k) for k in range(count)])
@@ -84,7 +71,8 @@ def test_extraction_at_a_new_batch_size(per_row):
     def expected(batch):
         return oracle_patches(*inputs(batch), SIZE)
 
-    _check_calls(call, operators.extraction(SIZE, "bilinear", backends.current()), expected)
+    _check_calls(call, operators.extraction(SIZE, "bilinear", backends.current()), expected,
+                 compiled_programs)
 
 
 @xla_only
@@ -93,7 +81,7 @@ def test_extraction_at_a_new_batch_size(per_row):
     [(False, False), (True, False), (False, True)],
     ids=["one object", "one per row", "NumPy into the operator"],
 )
-def test_placement_at_a_new_batch_size(per_row, direct):
+def test_placement_at_a_new_batch_size(per_row, direct, compiled_programs):
     """`direct`: NumPy arrays straight into the operator, as
     `reassemble_position` gives it its offsets."""
     operators.placement.cache_clear()
@@ -111,18 +99,18 @@ def test_placement_at_a_new_batch_size(per_row, direct):
     def expected(batch):
         return oracle_place(*inputs(batch), (HEIGHT, WIDTH), per_row)
 
-    _check_calls(call, operator, expected)
+    _check_calls(call, operator, expected, compiled_programs)
 
 
 @xla_only
-def test_reassemble_at_a_new_batch_size_compiles_nothing():
+def test_reassemble_at_a_new_batch_size_compiles_nothing(compiled_programs):
     """`reassemble` places its masks with the patches' program at a new
     shape (`batch_sizes.repeated`): the second placement is not the batch
     size coming again, so at a new batch size nothing is compiled."""
     from ptycho_layers import reassemble
 
     operators.placement.cache_clear()
-    sized = _sized(operators.placement(HEIGHT, WIDTH, False, "bilinear", backends.current()))
+    operator = operators.placement(HEIGHT, WIDTH, False, "bilinear", backends.current())
 
     def inputs(batch):
         patches = random_patches((batch, SIZE, SIZE, GROUPS), "complex64", seed=batch)
@@ -130,10 +118,10 @@ def test_reassemble_at_a_new_batch_size_compiles_nothing():
 
     for _ in range(2):  # the patches' program, then the masks' own
         reassemble(*inputs(8), (HEIGHT, WIDTH))
-    programs = _programs(sized)
+    programs = compiled_programs(operator)
     patches, offsets = inputs(5)
     image, coverage = reassemble(patches, offsets, (HEIGHT, WIDTH), return_coverage=True)
-    assert _programs(sized) == programs
+    assert compiled_programs(operator) == programs
     ones = oracle_place(np.ones(patches.shape, "float32"), offsets, (HEIGHT, WIDTH), False)
     total = oracle_place(patches, offsets, (HEIGHT, WIDTH), False)
     expected = np.where(ones > 0, total / np.where(ones > 0, ones, 1), 0)

@@ -320,17 +320,16 @@ def test_pieces_that_do_not_divide_the_batch(monkeypatch, reader):
 
 
 @pytest.mark.skipif(BACKEND == "torch", reason="PyTorch compiles nothing per shape")
-def test_reassemble_first_call_places_the_masks_with_the_patches_program():
+def test_reassemble_first_call_places_the_masks_with_the_patches_program(compiled_programs):
     """At a shape's first eager call the masks are placed as complex
     values by the patches' program (nothing more compiled); at the second,
     by their own real one. Both calls give the oracle's average and
     coverage, the coverage real."""
     from ptycho_layers import backends, operators
-    from test_batch_sizes import _programs, _sized
 
     height, width, size, batch, groups = 15, 18, 5, 6, 4
     operators.placement.cache_clear()
-    sized = _sized(operators.placement(height, width, False, "bilinear", backends.current()))
+    operator = operators.placement(height, width, False, "bilinear", backends.current())
     patches = random_patches((batch, size, size, groups), "complex64", seed=5)
     offsets = make_offsets("fractional", batch, groups, height, width, size, seed=6)
     total = oracle_place(patches, offsets, (height, width), False)
@@ -338,7 +337,7 @@ def test_reassemble_first_call_places_the_masks_with_the_patches_program():
     expected = np.where(ones > 0, total / np.where(ones > 0, ones, 1), 0)
     for programs in (1, 2):
         image, coverage = reassemble(patches, offsets, (height, width), return_coverage=True)
-        assert _programs(sized) == programs
+        assert compiled_programs(operator) == programs
         assert numpy(coverage).dtype == np.float32
         np.testing.assert_allclose(numpy(coverage), ones, rtol=0, atol=1e-5 * ones.max())
         np.testing.assert_allclose(numpy(image), expected, rtol=0, atol=1e-5 * np.abs(expected).max())

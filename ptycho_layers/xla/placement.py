@@ -145,10 +145,7 @@ def _zero_sums(padded, shape, size, dtype):
     if padded:
         return (ops.zeros((count, padded_table.length(height, width, size)), dtype),)
     if backends.current().add_runs is not None and runs.available(width, size):
-        return (
-            ops.zeros((count, height * width), dtype),
-            ops.zeros((count * 2, width + 2 * size), dtype),
-        )
+        return runs.zero_window_sums(shape, size, dtype)
     return (ops.zeros((count * height * width,), dtype),)
 
 
@@ -157,12 +154,11 @@ def _add_padded(contributions, image_index, x_start, y_start, shape, sums=None):
     (Bi, H, W), (sums,) from an earlier call or None for zeros: each
     window row a whole run (see `padded_table.starts`); what falls in the
     zeros around the objects is cropped off."""
-    count, height, width = shape
+    _, height, width = shape
     size = ops.shape(contributions)[-1]
     starts = padded_table.starts(image_index, x_start, y_start, size, height, width)
     if sums is None:
-        length = padded_table.length(height, width, size)
-        sums = (ops.zeros((count, length), contributions.dtype),)
+        sums = _zero_sums(True, shape, size, contributions.dtype)
     return (backends.current().add_runs(sums[0], starts, contributions),)
 
 

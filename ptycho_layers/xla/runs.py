@@ -122,6 +122,17 @@ def add_windows(contributions, image_index, x_start, y_start, shape):
     return join_window_runs(*sums, shape)
 
 
+def zero_window_sums(shape, size, dtype):
+    """`add_window_runs`' sums before any window, for objects of `shape`
+    (Bi, H, W) and windows of side `size`: (flat (Bi, H*W), ends
+    (2*Bi, W + 2*size)) zeros of `dtype`."""
+    count, height, width = shape
+    return (
+        ops.zeros((count, height * width), dtype),
+        ops.zeros((count * 2, width + 2 * size), dtype),
+    )
+
+
 def add_window_runs(contributions, image_index, x_start, y_start, shape, sums=None):
     """`add_windows` in two steps, for a batch in pieces: each piece adds
     `contributions` (b, c, size, size) into `sums` (flat, ends), the runs
@@ -130,7 +141,7 @@ def add_window_runs(contributions, image_index, x_start, y_start, shape, sums=No
     H-1 once, at the end (joined per piece, XLA copied the whole object)."""
     backend = backends.current()
     size = contributions.shape[-1]
-    count, height, width = shape
+    _, height, width = shape
     x_start, y_start = clamp_starts(x_start, y_start, size, height, width)
     rows, columns, image, starts = runs(
         image_index, x_start, y_start, size, height, width
@@ -156,10 +167,7 @@ def add_window_runs(contributions, image_index, x_start, y_start, shape, sums=No
 
     dtype = contributions.dtype
     if sums is None:
-        sums = (
-            ops.zeros((count, height * width), dtype),
-            ops.zeros((count * 2, width + 2 * size), dtype),
-        )
+        sums = zero_window_sums(shape, size, dtype)
     return (
         backend.add_runs(sums[0], starts, in_runs),
         backend.add_runs(sums[1], edge_starts, in_edges),
