@@ -169,14 +169,11 @@ def normalized(
     coord = operators.coordinate_dtype(dtype)
     mask = _crop_mask(ops.shape(patches)[1], crop, coord)[None, :, :, None]
     mask_dtype = _mask_dtype(patches, image_shape, per_row, kernel, coord)
-    shape = tuple(patches.shape)
     if backends.current().compiles_per_shape(patches):
         # In NumPy: an eager operation on JAX compiles (and keeps) a
         # program per batch size.
-        masks = np.broadcast_to(mask.astype(mask_dtype), shape)
-    elif all(isinstance(length, int) for length in shape):
-        masks = ops.broadcast_to(ops.convert_to_tensor(mask.astype(mask_dtype)), shape)
-    else:  # the batch unknown while tracing
+        masks = np.broadcast_to(mask.astype(mask_dtype), tuple(patches.shape))
+    else:  # traced (the batch may be unknown), or PyTorch
         masks = ops.zeros_like(ops.real(patches) if dtype in operators.COMPLEX else patches)
         masks = ops.cast(masks, coord) + mask
     where = backends.current().where

@@ -45,14 +45,14 @@ def get_image_patches(
     validation.check_real_offsets(global_offsets, "global_offsets")
     validation.check_real_offsets(local_offsets, "local_offsets")
     validation.check_numeric(gt_image, "gt_image")
-    if isinstance(global_offsets, np.ndarray) and isinstance(local_offsets, np.ndarray):
-        # Summed and transposed (below) in NumPy: eager operations on JAX
-        # compile, and keep, a program per batch size.
-        offsets = global_offsets + local_offsets
-    else:
-        offsets = ops.convert_to_tensor(global_offsets) + ops.convert_to_tensor(
-            local_offsets
-        )
+    # NumPy offsets are summed and transposed (below) in NumPy: eager
+    # operations on JAX compile, and keep, a program per batch size.
+    host = isinstance(global_offsets, np.ndarray) and isinstance(local_offsets, np.ndarray)
+    array = np if host else ops
+    if not host:
+        global_offsets = ops.convert_to_tensor(global_offsets)
+        local_offsets = ops.convert_to_tensor(local_offsets)
+    offsets = global_offsets + local_offsets
     groups = gridsize * gridsize
     if len(offsets.shape) != 4 or tuple(offsets.shape[1:]) != (1, 2, groups):
         raise ValueError(
@@ -62,10 +62,7 @@ def get_image_patches(
             f"local_offsets.shape={tuple(ops.shape(local_offsets))}"
         )
     # (B, 1, 2, c) -> (B, c, 2): [x, y] moves to the last axis.
-    if isinstance(offsets, np.ndarray):
-        offsets = np.transpose(offsets[:, 0], (0, 2, 1))
-    else:
-        offsets = ops.transpose(offsets[:, 0], (0, 2, 1))
+    offsets = array.transpose(offsets[:, 0], (0, 2, 1))
     image = validation.single_object(ops.convert_to_tensor(gt_image), "gt_image")
     image = ops.cast(image, "complex64")
     return functional.extract_patches(image[None], offsets, N, batched)

@@ -70,8 +70,8 @@ class Sized:
     `backend` gives `compiles_per_shape(*values)` (the backend's: eager
     arrays, not traced), `pad_rows(value, count, fill)` (`value` with
     `count` rows of `fill` appended), `first_rows(value, count)` and
-    `is_floating(value)`; other
-    attributes (JAX's `lower`, ...) are `call`'s.
+    `is_floating(value)`; other attributes (JAX's `lower`, ...) are
+    `call`'s.
     """
 
     def __init__(self, call, backend):

@@ -144,15 +144,6 @@ def _first_rows(value, count):
     return value[:count]
 
 
-# What `batch_sizes.Sized` asks of a backend.
-_EAGER_ROWS = types.SimpleNamespace(
-    compiles_per_shape=lambda *values: compiles_per_shape(*values),
-    is_floating=lambda value: jnp.issubdtype(value.dtype, jnp.floating),
-    pad_rows=_pad_rows,
-    first_rows=_first_rows,
-)
-
-
 def differentiable(forward, gradients, ordered=True):
     """`forward(x, offsets)` under `jax.jit` (one XLA program, the caller
     eager or traced), with the written-out `gradients` (JAX's own transpose
@@ -215,3 +206,12 @@ def compiles_per_shape(*values):
     their shapes: on arrays, yes (`jax.jit` per input shape); on a trace's
     values, the caller's program holds the operator."""
     return not any(isinstance(value, jax.core.Tracer) for value in values)
+
+
+# What `batch_sizes.Sized` asks of a backend.
+_EAGER_ROWS = types.SimpleNamespace(
+    compiles_per_shape=compiles_per_shape,
+    is_floating=lambda value: jnp.issubdtype(value.dtype, jnp.floating),
+    pad_rows=_pad_rows,
+    first_rows=_first_rows,
+)

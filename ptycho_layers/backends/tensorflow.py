@@ -155,15 +155,6 @@ def _pad_rows(value, count, fill):
     return tf.concat([value, rows], axis=0)
 
 
-# What `batch_sizes.Sized` asks of a backend.
-_EAGER_ROWS = types.SimpleNamespace(
-    compiles_per_shape=lambda *values: compiles_per_shape(*values),
-    is_floating=lambda value: tf.as_dtype(value.dtype).is_floating,
-    pad_rows=_pad_rows,
-    first_rows=lambda value, count: value[:count],
-)
-
-
 def differentiable(forward, gradients, ordered=True):
     """`forward(x, offsets)` -> y, pure `keras.ops` code, XLA-compiled, with
     the written-out `gradients` (d_x, d_offsets), each (x, offsets,
@@ -174,8 +165,9 @@ def differentiable(forward, gradients, ordered=True):
 
     Each of the three is compiled per input shape and cached (inlined under
     an enclosing `jit_compile=True`); called eagerly at a new batch size,
-    `forward` first runs a larger batch's program (`batch_sizes`). The custom gradient sits outside
-    them, so in a graph a gradient nobody asks for is pruned. Traced for an
+    `forward` first runs a larger batch's program (`batch_sizes`). The
+    custom gradient sits outside them, so in a graph a gradient nobody
+    asks for is pruned. Traced for an
     ONNX export, `forward` runs uncompiled as ONNX-convertible operations
     (`_portable`): no converter reads an XLA function.
     """
@@ -223,3 +215,12 @@ def compiles_per_shape(*values):
     their shapes: eagerly, yes (each operator is XLA-compiled per input
     shape); traced, the caller's program holds the operator."""
     return tf.executing_eagerly()
+
+
+# What `batch_sizes.Sized` asks of a backend.
+_EAGER_ROWS = types.SimpleNamespace(
+    compiles_per_shape=compiles_per_shape,
+    is_floating=lambda value: tf.as_dtype(value.dtype).is_floating,
+    pad_rows=_pad_rows,
+    first_rows=lambda value, count: value[:count],
+)
