@@ -18,6 +18,7 @@ from ptycho_layers.xla.geometry import padded_along
 __all__ = [
     "NAME",
     "FUSED_READS",
+    "ADDS_PATCHES",
     "window_size",
     "origin",
     "weights",
@@ -34,6 +35,9 @@ NAME = "bilinear"
 
 # The fused reader's moved rows are added by `row_share` / `add_row_share`.
 FUSED_READS = True
+
+# Placement spreads each patch by the weights (`spread_operands`, `spread`).
+ADDS_PATCHES = False
 
 
 def window_size(patch_size):

@@ -56,6 +56,8 @@ class FourierShift:
     # No moved rows' share (`windows.reader`): every window is read whole,
     # from the padded table or gathered; the FFTs materialise it anyway.
     FUSED_READS = False
+    # Placement spreads each patch by the conjugate ramp.
+    ADDS_PATCHES = False
 
     def __init__(self, margin):
         self.margin = margin

@@ -18,6 +18,7 @@ from ptycho_layers.backends import keras_ops as ops
 __all__ = [
     "NAME",
     "FUSED_READS",
+    "ADDS_PATCHES",
     "window_size",
     "origin",
     "weights",
@@ -33,6 +34,10 @@ NAME = "nearest"
 
 # The fused reader's moved rows are added by `row_share` / `add_row_share`.
 FUSED_READS = True
+
+# Placement adds each patch into its window as it is (`placement`'s
+# `_patches_as_windows`): `spread` is the identity and there are no weights.
+ADDS_PATCHES = True
 
 
 def window_size(patch_size):

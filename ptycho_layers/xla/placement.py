@@ -57,6 +57,27 @@ def _spread_inputs(kernel, patches, x, y, finite, height, width, predicate):
     return x_start, y_start, operands
 
 
+def _patches_as_windows(kernel, patches, x, y, finite, height, width):
+    """(x_start, y_start, windows) for a kernel that `ADDS_PATCHES`: (b, c)
+    int32 window starts and a piece's `patches` (b, N, N, c) as its
+    windows (b, c, N, N), zero for non-finite offsets.
+
+    With no weights to compute there is nothing behind a fusion boundary
+    and no real parts: the patches are read once, by the loop that writes
+    the windows the scatter adds (a fusion boundary, or the real parts
+    and back, were two more passes over them).
+    """
+    coord = standardize_dtype(x.dtype)
+    patch_size = ops.shape(patches)[1]
+    where = geometry.window_geometry(x, y, height, width, patch_size, kernel, coord, finite)
+    # A non-finite offset's sanitized one still names a window: its
+    # patch, NaN included, is zeroed.
+    values = backends.current().where(
+        finite[:, None, None, :], patches, ops.zeros_like(patches)
+    )
+    return where["x_start"], where["y_start"], ops.transpose(values, (0, 3, 1, 2))
+
+
 def place(patches, image_index, x, y, finite, image_shape, kernel):
     """The adjoint of `extraction.extract`: `patches` (B, N, N, c), real or
     complex, at sanitized `x`, `y` (B, c) added into objects of static
@@ -82,6 +103,11 @@ def place(patches, image_index, x, y, finite, image_shape, kernel):
 
     def add_piece(part, rows_finite, sums, predicate):
         piece, piece_index, piece_x, piece_y = _rows_of(part, patches, image_index, x, y)
+        if kernel.ADDS_PATCHES:
+            x_start, y_start, contributions = _patches_as_windows(
+                kernel, piece, piece_x, piece_y, rows_finite, height, width
+            )
+            return add(contributions, piece_index, x_start, y_start, image_shape, sums)
         x_start, y_start, operands = _spread_inputs(
             kernel, piece, piece_x, piece_y, rows_finite, height, width, predicate
         )
