@@ -233,6 +233,41 @@ def test_non_finite_offsets_give_nan_and_place_nothing():
     np.testing.assert_allclose(placed, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+@pytest.mark.skipif(BACKEND == "torch", reason="XLA's loop of pieces: TensorFlow and JAX")
+@pytest.mark.parametrize("reader", ["padded", "gathered"])
+def test_extraction_pieces_that_do_not_divide_the_batch(monkeypatch, reader):
+    """XLA extracts Fourier patches in a loop of pieces; where the pieces
+    do not divide the batch the last one is moved back to end with it and
+    writes the rows it shares with the piece before again. Against the
+    oracle, with non-finite offsets in those rows (their patches NaN), the
+    windows read from the padded table or gathered."""
+    from ptycho_layers.operators import extract_patches_batched, kernel_spec
+    from ptycho_layers.xla import extraction, padded_table
+    from test_xla_runs import compiled
+
+    monkeypatch.setattr(padded_table, "PADDED_SHARE", float("inf") if reader == "padded" else 0.0)
+    n, margin, batch, groups = 5, 1, 47, 4
+    step = extraction._loop_step(
+        type("Kernel", (), {"PIECE_SHARE": 0.1}), batch, groups, n, n + 2 * margin
+    )
+    assert step is not None and batch // step >= 2 and batch % step != 0, step
+    image = asymmetric_object(HEIGHT, WIDTH, "complex64")[None]
+    offsets = mixed_offsets(batch, groups, HEIGHT, WIDTH, n, wide=False, seed=11)
+    offsets[batch - step, 1] = [np.nan, 2.0]  # in the rows both last pieces write
+    offsets[batch - 1, 2] = [np.inf, 3.0]
+    finite = np.isfinite(offsets).all(axis=-1)
+    # Traced afresh (the layer's operator is compiled once per shape,
+    # whichever reader it was traced with).
+    spec = kernel_spec("fourier", margin)
+    patches = numpy(compiled(lambda x, o: extract_patches_batched(x, o, n, spec))(image, offsets))
+    expected = oracle_fourier_patches(image, offsets, n, margin)
+    assert np.isnan(np.moveaxis(patches, 3, 1)[~finite]).all()
+    np.testing.assert_allclose(
+        np.moveaxis(patches, 3, 1)[finite], np.moveaxis(expected, 3, 1)[finite],
+        rtol=0, atol=1e-5 * np.abs(image).max(),
+    )
+
+
 # Unit roundoff: rounding to nearest moves a value by at most this much of
 # itself (float16 keeps 11 significant bits, bfloat16 8).
 ROUNDOFF = {"float16": 2.0**-11, "bfloat16": 2.0**-8}

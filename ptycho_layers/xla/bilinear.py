@@ -19,6 +19,7 @@ __all__ = [
     "NAME",
     "FUSED_READS",
     "ADDS_PATCHES",
+    "PIECE_SHARE",
     "window_size",
     "origin",
     "weights",
@@ -38,6 +39,10 @@ FUSED_READS = True
 
 # Placement spreads each patch by the weights (`spread_operands`, `spread`).
 ADDS_PATCHES = False
+
+# Extraction reads the whole batch at once (`extraction`), its windows
+# fused into the blend.
+PIECE_SHARE = None
 
 
 def window_size(patch_size):

@@ -17,6 +17,7 @@ from ptycho_layers.operators import COMPLEX
 from ptycho_layers.operators import coordinate_dtype
 from ptycho_layers.operators import nan_where_not_finite
 from ptycho_layers.xla import geometry
+from ptycho_layers.xla import padded_table
 from ptycho_layers.xla import windows
 
 __all__ = ["extract", "batch_pieces"]
@@ -61,7 +62,9 @@ def batch_pieces(batch, groups, patch_size, size, share=0.75):
     return [(start, min(start + step, batch)) for start in range(0, batch, step)]
 
 
-def _windows_and_weights(kernel, images, image_index, x, y, finite, patch_size, predicate, reader):
+def _windows_and_weights(
+    kernel, images, image_index, x, y, finite, patch_size, predicate, reader, table=None
+):
     """(window, weights, moved): each patch's (b, S, S, c) window of `images`
     (Bi, H, W), the kernel's weights, and None or the moved rows' share of
     the blend, for sanitized `x`, `y` (b, c), `finite` (b, c) bool,
@@ -69,7 +72,8 @@ def _windows_and_weights(kernel, images, image_index, x, y, finite, patch_size, 
     `reader` (`windows.reader`). Where the windows lie and the weights are
     computed behind a fusion boundary (fused into the blend, XLA would
     recompute them for every output value), the gathered windows too; the
-    padded table's and fused runs' gathers XLA fuses into the blend."""
+    padded table's and fused runs' gathers XLA fuses into the blend.
+    `table`: `window_reads`'."""
     _, height, width = ops.shape(images)
     coord = standardize_dtype(x.dtype)
     dtype = standardize_dtype(images.dtype)
@@ -80,7 +84,7 @@ def _windows_and_weights(kernel, images, image_index, x, y, finite, patch_size, 
             x, y, height, width, patch_size, kernel, coord, finite
         )
         weights = where["weights"]
-        reads = windows.window_reads(images, image_index, where, size, reader)
+        reads = windows.window_reads(images, image_index, where, size, reader, table)
         if reader == "fused":
             moved, edge_rows = reads[3:]
             share = kernel.row_share(
@@ -107,6 +111,11 @@ def extract(images, image_index, x, y, finite, patch_size, kernel):
 
     output = None
     how = windows.reader(images, batch, groups, patch_size, kernel)
+    step = _loop_step(kernel, batch, groups, patch_size, size)
+    if step is not None:
+        return _extract_in_loop(
+            kernel, images, image_index, x, y, finite, patch_size, how, step
+        )
     # No buffer of windows but the gathered one: otherwise one piece.
     pieces = batch_pieces(batch, groups, patch_size, size) if how == "gathered" else [(0, None)]
     for start, stop in pieces:
@@ -142,3 +151,56 @@ def extract(images, image_index, x, y, finite, patch_size, kernel):
         # piece's windows are alive at a time.
         predicate = ops.all(ops.isfinite(ops.real(output[stop - 1, 0, 0, :1])))
     return output
+
+
+def _loop_step(kernel, batch, groups, patch_size, size):
+    """The rows of a piece for a kernel that extracts in a loop of pieces
+    (its `PIECE_SHARE` not None), or None for the whole batch at once (or
+    in `batch_pieces`): pieces whose windows take about `PIECE_SHARE` of
+    the output, the batch static."""
+    share = kernel.PIECE_SHARE
+    if share is None or not backends.current().SPLITS_BATCH:
+        return None
+    if not isinstance(batch, int) or not isinstance(groups, int):
+        return None
+    step = max(1, int(batch * share * patch_size**2 / size**2))
+    return step if step < batch else None
+
+
+def _extract_in_loop(kernel, images, image_index, x, y, finite, patch_size, how, step):
+    """`extract` in a loop of pieces of `step` rows, each written into the
+    output in place. The last piece is moved back to end with the batch:
+    the rows it shares with the one before are written twice, the same.
+
+    For a kernel whose every output depends on the whole window (the
+    Fourier shift): the whole batch's windows and spectra are several
+    times the output, and the FFTs ran at about two thirds of the speed
+    they have on a piece whose buffers stay in cache. One loop, its body
+    compiled once (pieces written out compile one by one); the padded
+    table is made once, before it."""
+    dtype = standardize_dtype(images.dtype)
+    batch, groups = ops.shape(x)
+    size = kernel.window_size(patch_size)
+    table = padded_table.table(images, size) if how == "padded" else None
+
+    def rows(values, start):
+        rank = len(values.shape)
+        return ops.slice(values, (start,) + (0,) * (rank - 1), (step,) + tuple(values.shape[1:]))
+
+    def body(index, output):
+        start = ops.minimum(index * step, batch - step)
+        piece_finite = rows(finite, start)
+        # The piece's reads wait for the output so far: one piece's
+        # windows are alive at a time.
+        predicate = ops.all(ops.isfinite(ops.real(ops.reshape(output, (-1,))[:1])))
+        window, weights, moved = _windows_and_weights(
+            kernel, images, rows(image_index, start), rows(x, start), rows(y, start),
+            piece_finite, patch_size, predicate, how, table,
+        )
+        patches = nan_where_not_finite(
+            _blend(kernel, window, weights, dtype, moved), piece_finite
+        )
+        return ops.slice_update(output, (start, 0, 0, 0), patches)
+
+    output = ops.zeros((batch, patch_size, patch_size, groups), images.dtype)
+    return ops.fori_loop(0, -(-batch // step), body, output)

@@ -19,6 +19,7 @@ __all__ = [
     "NAME",
     "FUSED_READS",
     "ADDS_PATCHES",
+    "PIECE_SHARE",
     "window_size",
     "origin",
     "weights",
@@ -38,6 +39,10 @@ FUSED_READS = True
 # Placement adds each patch into its window as it is (`placement`'s
 # `_patches_as_windows`): `spread` is the identity and there are no weights.
 ADDS_PATCHES = True
+
+# Extraction reads the whole batch at once (`extraction`), its windows
+# fused into the blend.
+PIECE_SHARE = None
 
 
 def window_size(patch_size):

@@ -55,16 +55,17 @@ def reader(images, batch, groups, patch_size, kernel):
     return "gathered"
 
 
-def window_reads(images, image_index, geometry_, size, how):
+def window_reads(images, image_index, geometry_, size, how, table=None):
     """What `read_windows` reads for `how` (see `reader`), to be
     materialised behind a fusion boundary: the padded table (Bi, L) and
     the runs' starts (b, c, S, 2); `runs.fused_reads`, O(K S); or the
-    windows themselves, gathered."""
+    windows themselves, gathered. `table`: the padded table, if made
+    already (once for all the pieces of a loop)."""
     _, height, width = ops.shape(images)
     x_start, y_start = geometry_["x_start"], geometry_["y_start"]
     if how == "padded":
         return (
-            padded_table.table(images, size),
+            padded_table.table(images, size) if table is None else table,
             padded_table.starts(image_index, x_start, y_start, size, height, width),
         )
     if how == "fused":
