@@ -6,9 +6,10 @@ converts the trace (tf2onnx on TensorFlow, `torch.onnx` on PyTorch). The
 TensorFlow backend's fast path is XLA-compiled, which no converter reads:
 while an export traces it, it runs instead as plain operations ONNX has
 (see `backends.tensorflow.differentiable`), with the same numbers. ONNX
-Runtime has no complex arithmetic, so complex objects and patches are
-refused here, when the export traces the layer, rather than by a converter
-or a runtime later.
+Runtime has no complex arithmetic, so complex objects and patches, and
+the Fourier kernel (its FFTs are of complex values), are refused here,
+when the export traces the layer, rather than by a converter or a
+runtime later.
 """
 
 import contextlib
@@ -19,7 +20,7 @@ from keras.backend import standardize_dtype
 
 from ptycho_layers import backends
 
-__all__ = ["exporting", "for_onnx", "check_real"]
+__all__ = ["exporting", "for_onnx", "check_real", "check_kernel"]
 
 # The module whose functions run the trace in `model.export(format="onnx")`.
 _KERAS_EXPORTER = "keras.src.export.onnx"
@@ -84,4 +85,24 @@ def check_real(dtype, argument):
         "so the patches are the first plus i times the second); for "
         "complex inputs, pass the real and imaginary parts through the same "
         f"real model. Received: {argument} of dtype {dtype}"
+    )
+
+
+def check_kernel(interpolation):
+    """Raise ValueError if an ONNX export traces the Fourier kernel: its
+    FFTs are of complex values, which tf2onnx does not convert (it writes
+    a model ONNX Runtime refuses to load) and `torch.onnx` cannot trace
+    (it has no `fftfreq`).
+
+    Args:
+        interpolation: the layer's kernel name.
+    """
+    if interpolation != "fourier" or not exporting():
+        return
+    raise ValueError(
+        "Cannot export interpolation='fourier' to ONNX: its FFTs are of "
+        "complex values, which ONNX Runtime has no arithmetic for. Export "
+        "a model with interpolation='bilinear' or 'nearest', or save the "
+        "model as .keras or a SavedModel. Received: "
+        f"interpolation={interpolation!r}"
     )

@@ -250,6 +250,7 @@ class PatchExtraction(keras.layers.Layer):
         onnx_export.check_real(
             images.dtype, "image" if self.holds_image else "images"
         )
+        onnx_export.check_kernel(self.interpolation)
         kernel = operators.kernel_spec(self.interpolation, self.fourier_margin)
         patches = functional.dispatch(
             images, offsets, self.patch_size, self.batched, kernel

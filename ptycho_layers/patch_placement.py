@@ -112,6 +112,7 @@ class PatchPlacement(keras.layers.Layer):
         patches, offsets = placement.prepare_patches(*self._split(inputs))
         self._check_shapes(patches.shape, offsets.shape)
         onnx_export.check_real(patches.dtype, "patches")
+        onnx_export.check_kernel(self.interpolation)
         kernel = operators.kernel_spec(self.interpolation, self.fourier_margin)
         if self.normalize:
             image, _ = placement.normalized(

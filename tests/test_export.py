@@ -248,6 +248,34 @@ def test_complex_onnx_export_raises_value_error(tmp_path, argument):
     assert not (tmp_path / "complex.onnx").exists()
 
 
+@needs_onnx
+@pytest.mark.parametrize("layer", ["extraction", "placement"])
+def test_fourier_onnx_export_raises_value_error(tmp_path, layer):
+    """The Fourier kernel's FFTs are of complex values: refused when the
+    export traces the layer (tf2onnx wrote a model ONNX Runtime would not
+    load; torch.onnx failed on fftfreq), with no file written. The other
+    kernels export (`test_nearest.py`, the tests above)."""
+    image = asymmetric_object(HEIGHT, WIDTH, "float32")
+    if layer == "extraction":
+        model = keras.Sequential(
+            [keras.Input((GROUPS, 2)), PatchExtraction(N, image=image, interpolation="fourier")]
+        )
+    else:
+        patches_in = keras.Input((N, N, GROUPS))
+        offsets_in = keras.Input((GROUPS, 2))
+        placed = PatchPlacement((HEIGHT, WIDTH), interpolation="fourier")((patches_in, offsets_in))
+        model = keras.Model([patches_in, offsets_in], placed)
+    offsets = exercising_offsets(3)
+    inputs = offsets if layer == "extraction" else [np.ones((3, N, N, GROUPS), "float32"), offsets]
+    predict(model, inputs)  # Keras exports only a model that has been called
+    with pytest.raises(ValueError, match=(
+        r"Cannot export interpolation='fourier' to ONNX(.|\n)*"
+        r"Received: interpolation='fourier'"
+    )):
+        model.export(str(tmp_path / "fourier.onnx"), format="onnx", verbose=False)
+    assert not (tmp_path / "fourier.onnx").exists()
+
+
 def test_complex_check_only_while_exporting():
     """Outside an export the same check passes complex values through."""
     onnx_export.check_real("complex64", "image")
@@ -257,6 +285,10 @@ def test_complex_check_only_while_exporting():
         onnx_export.check_real("float32", "image")
         with pytest.raises(ValueError, match="Received: image of dtype complex128"):
             onnx_export.check_real("complex128", "image")
+        onnx_export.check_kernel("nearest")
+        with pytest.raises(ValueError, match="Received: interpolation='fourier'"):
+            onnx_export.check_kernel("fourier")
+    onnx_export.check_kernel("fourier")
     assert not onnx_export.exporting()
 
 
