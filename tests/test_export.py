@@ -15,7 +15,13 @@ import numpy as np
 import pytest
 
 from conftest import BACKEND
-from oracle import asymmetric_object, oracle_patches, oracle_place
+from oracle import (
+    asymmetric_object,
+    oracle_nearest_patches,
+    oracle_nearest_place,
+    oracle_patches,
+    oracle_place,
+)
 from ptycho_layers import PatchExtraction, PatchPlacement, backends, onnx_export
 
 HEIGHT, WIDTH, N, GROUPS = 30, 33, 8, 4
@@ -249,12 +255,39 @@ def test_complex_onnx_export_raises_value_error(tmp_path, argument):
 
 
 @needs_onnx
+def test_nearest_onnx_equals_the_oracle(tmp_path):
+    """The nearest kernel exports: extraction from a held object and
+    placement of its patches, run by ONNX Runtime, give the oracle's
+    numbers, edges and non-finite offsets included."""
+    image = asymmetric_object(HEIGHT, WIDTH, "float32")
+    offsets = exercising_offsets(4)
+    extraction = keras.Sequential(
+        [keras.Input((GROUPS, 2)), PatchExtraction(N, image=image, interpolation="nearest")]
+    )
+    expected = predict(extraction, offsets)
+    extraction.export(str(tmp_path / "extract.onnx"), format="onnx", verbose=False)
+    got = onnx_run(tmp_path / "extract.onnx", offsets)
+    assert_patches(got, expected, oracle_nearest_patches(image[None], offsets, N, real=True))
+
+    patches_in, offsets_in = keras.Input((N, N, GROUPS)), keras.Input((GROUPS, 2))
+    placed = PatchPlacement((HEIGHT, WIDTH), interpolation="nearest")((patches_in, offsets_in))
+    placement = keras.Model([patches_in, offsets_in], placed)
+    patches = np.nan_to_num(got)  # the non-finite offsets' NaN patches add nothing anyway
+    expected = predict(placement, [patches, offsets])
+    placement.export(str(tmp_path / "place.onnx"), format="onnx", verbose=False)
+    got = onnx_run(tmp_path / "place.onnx", patches, offsets)
+    oracle = oracle_nearest_place(patches, offsets, (HEIGHT, WIDTH), per_row=True, real=True)
+    np.testing.assert_allclose(got, expected, **SAME)
+    np.testing.assert_allclose(got, oracle, **ORACLE)
+
+
+@needs_onnx
 @pytest.mark.parametrize("layer", ["extraction", "placement"])
 def test_fourier_onnx_export_raises_value_error(tmp_path, layer):
     """The Fourier kernel's FFTs are of complex values: refused when the
     export traces the layer (tf2onnx wrote a model ONNX Runtime would not
     load; torch.onnx failed on fftfreq), with no file written. The other
-    kernels export (`test_nearest.py`, the tests above)."""
+    kernels export (the nearest test above, bilinear throughout)."""
     image = asymmetric_object(HEIGHT, WIDTH, "float32")
     if layer == "extraction":
         model = keras.Sequential(
