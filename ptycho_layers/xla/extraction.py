@@ -183,24 +183,22 @@ def _extract_in_loop(kernel, images, image_index, x, y, finite, patch_size, how,
     size = kernel.window_size(patch_size)
     table = padded_table.table(images, size) if how == "padded" else None
 
-    def rows(values, start):
-        rank = len(values.shape)
-        return ops.slice(values, (start,) + (0,) * (rank - 1), (step,) + tuple(values.shape[1:]))
-
     def body(index, output):
-        start = ops.minimum(index * step, batch - step)
-        piece_finite = rows(finite, start)
-        # The piece's reads wait for the output so far: one piece's
-        # windows are alive at a time.
+        part = (ops.minimum(index * step, batch - step), step)
+        piece_index, piece_x, piece_y, piece_finite = (
+            geometry.batch_rows(values, part) for values in (image_index, x, y, finite)
+        )
+        # Any data-dependent predicate serves the fusion boundary (the
+        # loop runs its pieces one after another).
         predicate = ops.all(ops.isfinite(ops.real(ops.reshape(output, (-1,))[:1])))
         window, weights, moved = _windows_and_weights(
-            kernel, images, rows(image_index, start), rows(x, start), rows(y, start),
-            piece_finite, patch_size, predicate, how, table,
+            kernel, images, piece_index, piece_x, piece_y, piece_finite,
+            patch_size, predicate, how, table,
         )
         patches = nan_where_not_finite(
             _blend(kernel, window, weights, dtype, moved), piece_finite
         )
-        return ops.slice_update(output, (start, 0, 0, 0), patches)
+        return ops.slice_update(output, (part[0], 0, 0, 0), patches)
 
     output = ops.zeros((batch, patch_size, patch_size, groups), images.dtype)
     return ops.fori_loop(0, -(-batch // step), body, output)

@@ -12,7 +12,10 @@ from keras.backend import standardize_dtype
 from ptycho_layers.backends import keras_ops as ops
 from ptycho_layers.operators import COMPLEX
 
-__all__ = ["axis_indices", "window_geometry", "flat_positions", "real_parts", "padded_along"]
+__all__ = [
+    "axis_indices", "window_geometry", "flat_positions", "real_parts", "padded_along",
+    "batch_rows",
+]
 
 
 def axis_indices(start, size, extent, coord_dtype):
@@ -76,3 +79,13 @@ def padded_along(x, axis, before, after):
         shape[axis] = count
         parts.append([ops.zeros(shape, x.dtype)] if count else [])
     return ops.concatenate(parts[0] + [x] + parts[1], axis=axis)
+
+
+def batch_rows(values, part):
+    """Rows `part` of `values` (B, ...): a slice, or (start, count), a
+    traced start (a loop's piece) and a static count."""
+    if isinstance(part, slice):
+        return values[part]
+    start, count = part
+    rank = len(values.shape)
+    return ops.slice(values, (start,) + (0,) * (rank - 1), (count,) + tuple(values.shape[1:]))

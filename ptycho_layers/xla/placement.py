@@ -136,7 +136,7 @@ def place(patches, image_index, x, y, finite, image_shape, kernel):
             start = ops.minimum(index * step, batch - step)
             part = (start, step)
             fresh = ops.arange(step, dtype="int32") + start >= index * step
-            rows_finite = ops.logical_and(_rows(finite, part), fresh[:, None])
+            rows_finite = ops.logical_and(geometry.batch_rows(finite, part), fresh[:, None])
             # The piece's inputs wait for the sums so far: one piece's
             # windows are alive at a time.
             last = ops.reshape(sums[-1], (-1,))[:1]
@@ -149,19 +149,9 @@ def place(patches, image_index, x, y, finite, image_shape, kernel):
     return _join(sums, image_shape)
 
 
-def _rows(values, part):
-    """Rows `part` of `values` (B, ...): a slice, or (start, count), a
-    traced start and a static count."""
-    if isinstance(part, slice):
-        return values[part]
-    start, count = part
-    rank = len(values.shape)
-    return ops.slice(values, (start,) + (0,) * (rank - 1), (count,) + tuple(values.shape[1:]))
-
-
 def _rows_of(part, *values):
-    """`_rows(value, part)` of each of `values`."""
-    return tuple(_rows(value, part) for value in values)
+    """`geometry.batch_rows(value, part)` of each of `values`."""
+    return tuple(geometry.batch_rows(value, part) for value in values)
 
 
 def _zero_sums(padded, shape, size, dtype):
