@@ -102,6 +102,10 @@ def parse_args(argv=None):
         help="instead of the table: each public function's first call in a fresh "
         "process, a new batch size, and the memory kept per compiled shape, "
         "against PtychoPINN's algorithm's first call (benchmarks/first_call.py)")
+    add("--compilation-cache", metavar="DIR",
+        help="--first-call: each fresh process first calls "
+        "ptycho_layers.persistent_cache(DIR) (run twice: the second run loads "
+        "what the first compiled)")
     add("--shapes", type=int, default=10,
         help="--first-call: new batch sizes the memory kept per shape is "
         "averaged over (default 10)")
@@ -136,6 +140,7 @@ def _config(args):
         "repeats": args.repeats, "seed": args.seed, "backend": backends.name(),
         "memory": args.memory, "operator": args.operator,
         "interpolation": args.interpolation, "fourier_margin": args.fourier_margin,
+        "compilation_cache": args.compilation_cache,
     }
 
 

@@ -14,6 +14,10 @@ imports the package, then times, on the benchmark's case:
   `shapes` more calls, each at a batch size not seen before, divided by
   their number (the process's total growth is reported too).
 
+With ``--compilation-cache DIR`` each process first calls
+`ptycho_layers.persistent_cache(DIR)`: a second run of the report then
+times first calls that load the programs the first run compiled.
+
 On TensorFlow, PtychoPINN's backend, PtychoPINN's own algorithm (the
 package's per-patch `batched=False` path, which follows it) is timed the
 same way, each function in a fresh process of its own: what a PtychoPINN
@@ -217,6 +221,13 @@ def format_report(result, backend):
 if __name__ == "__main__":
     from benchmarks.startup import quiet_start
 
-    quiet_start()
     _function, _settings, _shapes = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
+    if _settings.get("compilation_cache"):
+        # Before TensorFlow first looks at its devices (`quiet_start`'s
+        # GPU check), when it reads its XLA flags; the import's log lines
+        # on stderr are not read here anyway.
+        import ptycho_layers
+
+        ptycho_layers.persistent_cache(_settings["compilation_cache"])
+    quiet_start()
     print(_TAG + json.dumps(probe(_function, _settings, _shapes)), flush=True)

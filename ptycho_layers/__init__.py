@@ -1,6 +1,7 @@
 """Fast, exact patch extraction and placement for ptychography, as Keras 3
 layers."""
 
+from ptycho_layers.compilation import persistent_cache
 from ptycho_layers.functional import extract_patches
 from ptycho_layers.memory import release_memory
 from ptycho_layers.memory import reuse_freed_memory
@@ -18,6 +19,7 @@ __all__ = [
     "PatchPlacement",
     "extract_patches",
     "get_image_patches",
+    "persistent_cache",
     "place_patches",
     "reassemble",
     "reassemble_position",

@@ -650,3 +650,18 @@ def test_first_call_probe_times_every_call(function):
     text = first_call.format_report({"rows": [result], "legacy": {function: dict(result, first_s=1.0)},
                                      "shapes": 1}, BACKEND)
     assert f"| {function} |" in text and "x |" in text
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="PyTorch compiles nothing per shape")
+def test_first_call_probe_fills_the_compilation_cache(tmp_path):
+    """`--compilation-cache DIR`: the fresh process the report runs calls
+    `persistent_cache(DIR)` before anything of TensorFlow's starts, so the
+    programs it compiles land in DIR."""
+    from benchmarks import first_call
+
+    config = {"groups": 3, "gridsize": 2, "patch_size": 8, "height": 24, "width": 24,
+              "dtype": "complex64", "seed": 0, "compilation_cache": str(tmp_path / "cache")}
+    result = first_call._run_probe("place_patches", config, shapes=1)
+    assert "error" not in result, result
+    assert result["first_s"] > 0
+    assert os.listdir(tmp_path / "cache")

@@ -5,6 +5,7 @@ call; `ptycho_layers.memory` changes that, on request only (a process's
 allocator is its owner's choice).
 """
 
+import os
 import types
 
 import jax
@@ -30,6 +31,7 @@ __all__ = [
     "differentiable",
     "compiling",
     "compiles_per_shape",
+    "persistent_cache",
 ]
 
 NAME = "jax"
@@ -206,6 +208,16 @@ def compiles_per_shape(*values):
     their shapes: on arrays, yes (`jax.jit` per input shape); on a trace's
     values, the caller's program holds the operator."""
     return not any(isinstance(value, jax.core.Tracer) for value in values)
+
+
+def persistent_cache(directory):
+    """JAX's persistent compilation cache in `directory`, for every program
+    however fast it compiled (JAX's default threshold, one second, is
+    above the operators' compiles). Returns True."""
+    os.makedirs(directory, exist_ok=True)
+    jax.config.update("jax_compilation_cache_dir", directory)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    return True
 
 
 # What `batch_sizes.Sized` asks of a backend.

@@ -5,6 +5,7 @@ and TensorFlow cannot differentiate the kernels' conditionals under XLA.
 """
 
 import functools
+import os
 import types
 
 import tensorflow as tf
@@ -30,6 +31,7 @@ __all__ = [
     "differentiable",
     "compiling",
     "compiles_per_shape",
+    "persistent_cache",
 ]
 
 NAME = "tensorflow"
@@ -215,6 +217,34 @@ def compiles_per_shape(*values):
     their shapes: eagerly, yes (each operator is XLA-compiled per input
     shape); traced, the caller's program holds the operator."""
     return tf.executing_eagerly()
+
+
+_CACHE_FLAG = "--tf_xla_persistent_cache_directory="
+
+
+def persistent_cache(directory):
+    """XLA's persistent cache in `directory`: the flag in `TF_XLA_FLAGS`
+    (any earlier setting of it replaced). TensorFlow reads the variable
+    once, when it first looks at its devices (its first operation, or
+    `tf.config.list_physical_devices`); once it has run an operation the
+    setting would be silently ignored, so that is refused. Returns True."""
+    from tensorflow.python.eager import context
+
+    if getattr(context.context(), "_initialized", False):
+        raise RuntimeError(
+            "persistent_cache() must be called before TensorFlow's first "
+            "operation: TensorFlow reads its XLA flags (TF_XLA_FLAGS) once, "
+            "when it starts, and has started. Call it right after importing "
+            "ptycho_layers, or set TF_XLA_FLAGS="
+            f"{_CACHE_FLAG}{directory} before starting Python."
+        )
+    os.makedirs(directory, exist_ok=True)
+    flags = [
+        flag for flag in os.environ.get("TF_XLA_FLAGS", "").split()
+        if not flag.startswith(_CACHE_FLAG)
+    ]
+    os.environ["TF_XLA_FLAGS"] = " ".join(flags + [_CACHE_FLAG + directory])
+    return True
 
 
 # What `batch_sizes.Sized` asks of a backend.

@@ -24,6 +24,7 @@ __all__ = [
     "differentiable",
     "compiling",
     "compiles_per_shape",
+    "persistent_cache",
 ]
 
 NAME = "torch"
@@ -149,4 +150,11 @@ def compiles_per_shape(*values):
     their shapes: never (op by op; `torch.compile`'s recompiles are its
     own)."""
     del values
+    return False
+
+
+def persistent_cache(directory):
+    """False: nothing here is compiled per shape (`torch.compile` keeps
+    caches of its own); nothing is changed."""
+    del directory
     return False
