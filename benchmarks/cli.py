@@ -106,6 +106,9 @@ def parse_args(argv=None):
         help="--first-call: each fresh process first calls "
         "ptycho_layers.persistent_cache(DIR) (run twice: the second run loads "
         "what the first compiled)")
+    add("--no-ptychopinn", action="store_true",
+        help="--first-call: leave out PtychoPINN's algorithm's rows (TensorFlow; "
+        "its per-patch loop takes minutes)")
     add("--shapes", type=int, default=10,
         help="--first-call: new batch sizes the memory kept per shape is "
         "averaged over (default 10)")
@@ -172,7 +175,8 @@ def _sweep(op, args, config):
 def _first_call(args, config):
     """The first-call report (``--first-call``): printed, and in the JSON."""
     progress = timing.Progress(2 * len(first_call.FUNCTIONS), enabled=not args.no_progress)
-    result = first_call.report(config, shapes=args.shapes, progress=progress)
+    legacy = False if args.no_ptychopinn else None
+    result = first_call.report(config, shapes=args.shapes, legacy=legacy, progress=progress)
     progress.close()
     print(first_call.format_report(result, config["backend"]))
     if args.json:

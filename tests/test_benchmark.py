@@ -665,3 +665,21 @@ def test_first_call_probe_fills_the_compilation_cache(tmp_path):
     assert "error" not in result, result
     assert result["first_s"] > 0
     assert os.listdir(tmp_path / "cache")
+
+
+@pytest.mark.parametrize("flag,legacy", [([], None), (["--no-ptychopinn"], False)])
+def test_first_call_report_can_leave_out_ptychopinn(monkeypatch, flag, legacy):
+    """`--no-ptychopinn` asks the report for no PtychoPINN rows; by default
+    the report decides (TensorFlow: with them)."""
+    from benchmarks import cli, first_call
+
+    asked = {}
+
+    def report(config, shapes=10, functions=first_call.FUNCTIONS, legacy=None, progress=None):
+        asked["legacy"] = legacy
+        return {"rows": [], "legacy": {}, "shapes": shapes}
+
+    monkeypatch.setattr(first_call, "report", report)
+    monkeypatch.setattr(first_call, "format_report", lambda result, backend: "")
+    cli.main(["--backend", BACKEND, "--first-call", "--no-progress", *flag])
+    assert asked == {"legacy": legacy}
