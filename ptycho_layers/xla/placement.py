@@ -45,10 +45,7 @@ def _spread_inputs(kernel, patches, x, y, finite, height, width, predicate):
             x, y, height, width, patch_size, kernel, coord, finite
         )
         # Zero weights alone would leave 0 * NaN = NaN.
-        values = backends.current().where(
-            finite[:, None, None, :], patches, ops.zeros_like(patches)
-        )
-        values = ops.transpose(values, (0, 3, 1, 2))
+        values = _zeroed_groups_first(patches, finite)
         pairs = ops.stack(geometry.real_parts(values, dtype, coord), axis=-1)
         operands = kernel.spread_operands(where["weights"], pairs)
         return (where["x_start"], where["y_start"], *operands)
@@ -72,10 +69,16 @@ def _patches_as_windows(kernel, patches, x, y, finite, height, width):
     where = geometry.window_geometry(x, y, height, width, patch_size, kernel, coord, finite)
     # A non-finite offset's sanitized one still names a window: its
     # patch, NaN included, is zeroed.
+    return where["x_start"], where["y_start"], _zeroed_groups_first(patches, finite)
+
+
+def _zeroed_groups_first(patches, finite):
+    """`patches` (b, N, N, c) as (b, c, N, N), zero where the offset is not
+    `finite` (b, c): such a patch adds nothing, whatever its values."""
     values = backends.current().where(
         finite[:, None, None, :], patches, ops.zeros_like(patches)
     )
-    return where["x_start"], where["y_start"], ops.transpose(values, (0, 3, 1, 2))
+    return ops.transpose(values, (0, 3, 1, 2))
 
 
 def place(patches, image_index, x, y, finite, image_shape, kernel):
