@@ -17,6 +17,7 @@ offsets) or B; offsets (B, c, 2) [x, y]; patches (B, N, N, c).
 
 import functools
 import importlib
+import math
 
 from keras.backend import standardize_dtype
 
@@ -217,10 +218,15 @@ def extraction(patch_size, kernel, backend):
     def d_offsets(images, offsets, upstream):
         return offsets_gradient(images, offsets, upstream, kernel)
 
+    def elements(images, offsets):
+        return _window_elements(offsets, patch_size, kernel)
+
     # Not ordered: the patches are fused into what reads them, and the
     # backward pass waiting for one of them would materialise the windows
     # (`backends.jax.differentiable`).
-    return backend.differentiable(extract, (d_images, d_offsets), ordered=False)
+    return backend.differentiable(
+        extract, (d_images, d_offsets), ordered=False, elements=elements
+    )
 
 
 @functools.lru_cache(maxsize=64)  # bounded as `extraction`
@@ -240,5 +246,15 @@ def placement(height, width, per_row, kernel, backend):
         # gradient, the placed image's gradient U in the object's place.
         return offsets_gradient(upstream, offsets, patches, kernel)
 
-    return backend.differentiable(place, (d_patches, d_offsets))
+    def elements(patches, offsets):
+        return _window_elements(offsets, patches.shape[1], kernel)
+
+    return backend.differentiable(place, (d_patches, d_offsets), elements=elements)
+
+
+def _window_elements(offsets, patch_size, kernel):
+    """The window elements an operator reads or writes for `offsets`
+    (B, c, 2) and NxN patches: what its cost on the host grows with."""
+    size = implementation().kernel(kernel).window_size(patch_size)
+    return math.prod(offsets.shape[:-1]) * size * size
 

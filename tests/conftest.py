@@ -25,6 +25,28 @@ def _float32_policy():
     keras.mixed_precision.set_global_policy("float32")
 
 
+@pytest.fixture(autouse=True)
+def _first_calls_compiled(request, monkeypatch):
+    """Eager first calls compile, as every later call does, so each test
+    checks the compiled programs users run warm. A call at shapes never met
+    runs on the host instead where it is small (`backends.batch_sizes`);
+    tests of that path ask for the `first_calls_on_host` fixture."""
+    if "first_calls_on_host" in request.fixturenames:
+        return
+    from ptycho_layers.backends import batch_sizes
+
+    monkeypatch.setattr(batch_sizes, "HOST_ELEMENTS", -1)
+
+
+@pytest.fixture
+def first_calls_on_host():
+    """A small eager call at shapes never met runs on the host, as it does
+    outside the tests (`_first_calls_compiled`)."""
+    from ptycho_layers.backends import batch_sizes
+
+    return batch_sizes.HOST_ELEMENTS
+
+
 tensorflow_only = pytest.mark.skipif(
     BACKEND != "tensorflow", reason="TensorFlow-only feature"
 )

@@ -16,7 +16,11 @@ SNIPPET = """
 import numpy as np
 import ptycho_layers
 from oracle import asymmetric_object, oracle_patches, oracle_place
+from ptycho_layers.backends import batch_sizes
 print("set", ptycho_layers.persistent_cache({cache!r}))
+# These calls are small enough to run on the host at first (nothing
+# compiled, nothing cached): compiled, as larger ones are.
+batch_sizes.HOST_ELEMENTS = -1
 rng = np.random.default_rng(0)
 image = asymmetric_object(40, 44, "complex64")[None]
 offsets = rng.uniform(4, 36, (6, 4, 2)).astype("float32")

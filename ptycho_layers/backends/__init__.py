@@ -9,7 +9,9 @@ The `keras.ops` code calls `keras.ops` through `keras_ops`, which is
 tensors under JAX or PyTorch, as in `tf.data.Dataset.map`) both
 `keras_ops` and `current()` give TensorFlow's implementations. Inside
 `portable()`, `current()` gives the backend without XLA's runs, as an ONNX
-export traces it. Both scopes are the calling thread's alone.
+export traces it. Inside `on_host()` both give NumPy's (`backends.numpy`):
+the kernels run on host arrays, compiling nothing. The scopes are the
+calling thread's alone.
 """
 
 import contextlib
@@ -24,7 +26,8 @@ from keras import tree
 from keras.backend import standardize_dtype
 
 __all__ = [
-    "SUPPORTED", "current", "name", "keras_ops", "graph_scope_for", "portable", "variable_value",
+    "SUPPORTED", "current", "name", "keras_ops", "graph_scope_for", "portable", "on_host",
+    "variable_value",
 ]
 
 SUPPORTED = ("tensorflow", "jax", "torch")
@@ -45,10 +48,10 @@ def current():
     kernels ask for it while TensorFlow, JAX or `torch.compile` trace them,
     and tracing the import machinery fails (`torch.compile`) or warns
     (AutoGraph). Inside `portable()`, its portable view."""
-    backend = "tensorflow" if _SCOPE.tensorflow_graph else name()
+    backend = _SCOPE.backend or name()
     module = _LOADED.get(backend)
     if module is None:
-        if backend not in SUPPORTED:
+        if backend not in SUPPORTED + ("numpy",):
             raise ValueError(
                 f"ptycho_layers runs on the Keras backends {list(SUPPORTED)}. "
                 f"Received: KERAS_BACKEND={backend!r}"
@@ -61,7 +64,9 @@ def current():
 
 
 class _Scope(threading.local):
-    tensorflow_graph = False
+    # The backend whose operations run, where it is not Keras's:
+    # "tensorflow" inside `graph_scope_for`, "numpy" inside `on_host`.
+    backend = None
     portable = False
 
 
@@ -83,6 +88,20 @@ def portable():
         yield
     finally:
         _SCOPE.portable = saved
+
+
+@contextlib.contextmanager
+def on_host():
+    """In this thread, `keras_ops` and `current()` give NumPy's
+    implementations (`backends.numpy`): the XLA implementation's kernels
+    run op by op on NumPy arrays, compiling nothing (`batch_sizes.Sized`,
+    for an eager call at shapes never met)."""
+    saved = _SCOPE.backend
+    _SCOPE.backend = "numpy"
+    try:
+        yield
+    finally:
+        _SCOPE.backend = saved
 
 
 def _plain_call(fn, predicate):
@@ -119,17 +138,17 @@ def graph_scope_for(inputs):
     """
     switch = (
         name() != "tensorflow"
-        and not _SCOPE.tensorflow_graph
+        and _SCOPE.backend is None
         and any(_is_tensorflow_tensor(x) for x in tree.flatten(inputs))
     )
     if not switch:
         yield False
         return
-    _SCOPE.tensorflow_graph = True
+    _SCOPE.backend = "tensorflow"
     try:
         yield True
     finally:
-        _SCOPE.tensorflow_graph = False
+        _SCOPE.backend = None
 
 
 def variable_value(variable):
@@ -140,7 +159,7 @@ def variable_value(variable):
     runs, not the value it had when the graph was traced, so that a
     pipeline sees the weight as it is now (as it does on TensorFlow);
     elsewhere the variable itself."""
-    if not _SCOPE.tensorflow_graph:
+    if _SCOPE.backend != "tensorflow":
         return variable
     tf = importlib.import_module("tensorflow")
 
@@ -153,13 +172,13 @@ def variable_value(variable):
 
 
 class _KerasOps:
-    """`keras.ops`, or, inside `graph_scope_for`, Keras's TensorFlow
-    implementations of the same functions, which take TensorFlow tensors
-    under any backend."""
+    """`keras.ops`, or, inside `graph_scope_for` (`on_host`), Keras's
+    TensorFlow (NumPy) implementations of the same functions, which take
+    TensorFlow tensors (NumPy arrays) under any backend."""
 
     def __getattr__(self, op):
-        if _SCOPE.tensorflow_graph:
-            return _tensorflow_op(op)
+        if _SCOPE.backend is not None:
+            return _backend_op(_SCOPE.backend, op)
         return getattr(keras.ops, op)
 
 
@@ -167,15 +186,19 @@ keras_ops = _KerasOps()
 
 
 @functools.lru_cache(maxsize=None)
-def _tensorflow_op(op):
+def _backend_op(backend, op):
+    """Keras's implementation of `keras.ops.<op>` for `backend`; on the
+    host, this package's (`numpy_ops`)."""
+    if backend == "numpy":
+        return getattr(importlib.import_module("ptycho_layers.backends.numpy_ops"), op)
     if op == "dtype":
         return lambda x: standardize_dtype(x.dtype)
-    implementation = importlib.import_module("keras.src.backend.tensorflow")
+    implementation = importlib.import_module(f"keras.src.backend.{backend}")
     for group in ("numpy", "core", "math", "nn", "linalg"):
         function = getattr(getattr(implementation, group), op, None)
         if function is not None:
             return function
-    raise AttributeError(f"No TensorFlow implementation of keras.ops.{op}")
+    raise AttributeError(f"No {backend} implementation of keras.ops.{op}")
 
 
 # Loaded now, not first inside a traced kernel (see `current`); another

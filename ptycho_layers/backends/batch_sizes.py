@@ -18,6 +18,13 @@ program, so a size that repeats runs at full speed from then on. The
 first call of all compiles its own size: that is the shape a training
 loop repeats.
 
+A call at shapes never met before (the first of all, for those shapes
+but the batch) that moves few elements runs instead on the host, op by op
+in NumPy (`backends.on_host`, the same kernels): at up to `HOST_ELEMENTS`
+window elements that takes well under a compile (`reassemble_position`'s
+crops, a small batch), and nothing is kept. The program is compiled when
+those shapes come again, as above.
+
 Only eager calls on float offsets are sized: traced inside a caller's
 program the shapes are the caller's, and integer offsets have no
 non-finite value to pad with. The gradients are not sized: they are
@@ -27,7 +34,17 @@ asked for in training, where shapes repeat.
 import contextlib
 import threading
 
-__all__ = ["Sized", "padded_size", "repeated"]
+import numpy as np
+
+from ptycho_layers import backends
+
+__all__ = ["Sized", "padded_size", "repeated", "HOST_ELEMENTS"]
+
+# The most window elements a first call runs on the host. NumPy op by op
+# costs about 60 (extraction) to 150 (placement) ns per window element on
+# this project's 2-core CPU, against a few tenths of a second to compile:
+# 2**20 elements is at most about 0.15 s, below any compile.
+HOST_ELEMENTS = 1 << 20
 
 
 class _State(threading.local):
@@ -69,19 +86,48 @@ class Sized:
 
     `backend` gives `compiles_per_shape(*values)` (the backend's: eager
     arrays, not traced), `pad_rows(value, count, fill)` (`value` with
-    `count` rows of `fill` appended), `first_rows(value, count)` and
-    `is_floating(value)`; other attributes (JAX's `lower`, ...) are
-    `call`'s.
+    `count` rows of `fill` appended), `first_rows(value, count)`,
+    `is_floating(value)`, `on_host(value)` (whether it is in host memory)
+    and `from_host(array)` (a NumPy array as the backend's); other
+    attributes (JAX's `lower`, ...) are `call`'s.
+
+    `host(x, offsets)`, `call`'s uncompiled `keras.ops` code, runs a first
+    call on the host where `elements(x, offsets)`, the window elements it
+    moves, is at most `HOST_ELEMENTS`; without them every call compiles.
     """
 
-    def __init__(self, call, backend):
+    def __init__(self, call, backend, host=None, elements=None):
         self.call = call
         self._backend = backend
+        self._host = host
+        self._elements = elements
         self._lock = threading.Lock()
         # (the shapes but the batch, the dtypes) -> batch sizes compiled,
-        # and batch sizes run padded once.
+        # batch sizes run padded once, and whether a call ran on the host.
         self._compiled = {}
         self._padded_once = {}
+        self._hosted = set()
+
+    def _runs_on_host(self, key, x, offsets):
+        """Whether this call, at `key`'s shapes, runs on the host: the first
+        call there (or one repeating it), small, its inputs in host memory.
+        Called under the lock."""
+        if self._host is None or self._compiled.get(key):
+            return False
+        if key in self._hosted:
+            return _STATE.repeated
+        backend = self._backend
+        if self._elements(x, offsets) > HOST_ELEMENTS:
+            return False
+        if not (backend.on_host(x) and backend.on_host(offsets)):
+            return False
+        self._hosted.add(key)
+        return True
+
+    def _on_host(self, x, offsets):
+        with backends.on_host():
+            result = self._host(np.asarray(x), np.asarray(offsets))
+        return self._backend.from_host(np.asarray(result))
 
     def __getattr__(self, name):
         return getattr(self.call, name)
@@ -96,18 +142,11 @@ class Sized:
         key = (tuple(x.shape[1:]), "batch" if per_row else x_rows, str(x.dtype),
                tuple(offsets.shape[1:]), str(offsets.dtype))
         with self._lock:
-            compiled = self._compiled.setdefault(key, set())
-            once = self._padded_once.setdefault(key, set())
-            if batch in compiled or not compiled or (batch in once and not _STATE.repeated):
-                size = batch
-            else:
-                size = padded_size(batch, compiled)
-            if not _STATE.repeated:
-                if size == batch:
-                    once.discard(batch)
-                else:
-                    once.add(batch)
-            compiled.add(size)
+            host = self._runs_on_host(key, x, offsets)
+            if not host:
+                size = self._size(key, batch)
+        if host:
+            return self._on_host(x, offsets)
         if size == batch:
             return self.call(x, offsets)
         extra = size - batch
@@ -118,3 +157,20 @@ class Sized:
         if int(result.shape[0]) == size:
             result = backend.first_rows(result, batch)
         return result
+
+    def _size(self, key, batch):
+        """The batch size whose program runs a call at `batch` (module
+        docstring), noted as compiled. Called under the lock."""
+        compiled = self._compiled.setdefault(key, set())
+        once = self._padded_once.setdefault(key, set())
+        if batch in compiled or not compiled or (batch in once and not _STATE.repeated):
+            size = batch
+        else:
+            size = padded_size(batch, compiled)
+        if not _STATE.repeated:
+            if size == batch:
+                once.discard(batch)
+            else:
+                once.add(batch)
+        compiled.add(size)
+        return size

@@ -146,7 +146,7 @@ def _first_rows(value, count):
     return value[:count]
 
 
-def differentiable(forward, gradients, ordered=True):
+def differentiable(forward, gradients, ordered=True, elements=None):
     """`forward(x, offsets)` under `jax.jit` (one XLA program, the caller
     eager or traced), with the written-out `gradients` (JAX's own transpose
     of a kernel in pieces behind conditionals is far slower), in
@@ -165,7 +165,9 @@ def differentiable(forward, gradients, ordered=True):
     the windows.
 
     Called eagerly at a new batch size, the operator first runs a larger
-    batch's program (`batch_sizes`).
+    batch's program; at shapes never met, where `elements(x, offsets)`
+    (the window elements it moves) is small, `forward` uncompiled on the
+    host (`batch_sizes`).
     """
     d_x, d_offsets = gradients
 
@@ -194,7 +196,7 @@ def differentiable(forward, gradients, ordered=True):
         return d_x_value.astype(x.dtype), d_off
 
     operator.defvjp(forward_with_residuals, backward)
-    return batch_sizes.Sized(jax.jit(operator), _EAGER_ROWS)
+    return batch_sizes.Sized(jax.jit(operator), _EAGER_ROWS, host=forward, elements=elements)
 
 
 def compiling():
@@ -226,4 +228,6 @@ _EAGER_ROWS = types.SimpleNamespace(
     is_floating=lambda value: jnp.issubdtype(value.dtype, jnp.floating),
     pad_rows=_pad_rows,
     first_rows=_first_rows,
+    on_host=_on_cpu,
+    from_host=jax.device_put,
 )

@@ -157,7 +157,7 @@ def _pad_rows(value, count, fill):
     return tf.concat([value, rows], axis=0)
 
 
-def differentiable(forward, gradients, ordered=True):
+def differentiable(forward, gradients, ordered=True, elements=None):
     """`forward(x, offsets)` -> y, pure `keras.ops` code, XLA-compiled, with
     the written-out `gradients` (d_x, d_offsets), each (x, offsets,
     upstream) -> the gradient with respect to its argument, upstream being
@@ -169,7 +169,9 @@ def differentiable(forward, gradients, ordered=True):
     an enclosing `jit_compile=True`); called eagerly at a new batch size,
     `forward` first runs a larger batch's program (`batch_sizes`). The
     custom gradient sits outside them, so in a graph a gradient nobody
-    asks for is pruned. Traced for an
+    asks for is pruned. Called eagerly at shapes never met, `forward`
+    runs uncompiled on the host where `elements(x, offsets)` (the window
+    elements it moves) is small (`batch_sizes.HOST_ELEMENTS`). Traced for an
     ONNX export, `forward` runs uncompiled as ONNX-convertible operations
     (`_portable`): no converter reads an XLA function.
     """
@@ -181,7 +183,7 @@ def differentiable(forward, gradients, ordered=True):
     compiled = functools.partial(tf.function, jit_compile=True, autograph=False)
     forward = compiled(forward)
     d_x, d_offsets = (compiled(fn) for fn in gradients)
-    forward = batch_sizes.Sized(forward, _EAGER_ROWS)
+    forward = batch_sizes.Sized(forward, _EAGER_ROWS, host=plain, elements=elements)
 
     @tf.custom_gradient
     def operator(x, offsets):
@@ -253,4 +255,6 @@ _EAGER_ROWS = types.SimpleNamespace(
     is_floating=lambda value: tf.as_dtype(value.dtype).is_floating,
     pad_rows=_pad_rows,
     first_rows=lambda value, count: value[:count],
+    on_host=lambda value: "CPU" in getattr(value, "device", "CPU"),
+    from_host=tf.convert_to_tensor,
 )

@@ -127,11 +127,12 @@ def _laid_out_as(gradient, x):
     return laid_out.copy_(gradient)
 
 
-def differentiable(forward, gradients, ordered=True):
+def differentiable(forward, gradients, ordered=True, elements=None):
     """`forward(x, offsets)` with the written-out `gradients` (d_x,
     d_offsets), in TensorFlow's convention for complex values (PyTorch's
     too), through a `torch.autograd.Function`; a gradient autograd does not
-    need is not computed. (`ordered` is JAX's: autograd runs them in order.)
+    need is not computed. (`ordered` is JAX's: autograd runs them in order; `elements`
+    is for compiled backends: nothing here compiles.)
     """
     d_x, d_offsets = gradients
 
