@@ -147,7 +147,8 @@ def _mask_dtype(patches, image_shape, per_row, kernel, coord):
     key = (tuple(image_shape), per_row, kernel, tuple(patches.shape), dtype)
     with _LOCK:
         if key in _FIRST_COVERAGES:
-            del _FIRST_COVERAGES[key]
+            # Kept, not deleted: every later call is not the first.
+            _FIRST_COVERAGES.move_to_end(key)
             return coord
         _FIRST_COVERAGES[key] = None
         while len(_FIRST_COVERAGES) > _FIRST_COVERAGES_KEPT:

@@ -128,3 +128,17 @@ def test_reassemble_at_a_new_batch_size_compiles_nothing(compiled_programs):
     np.testing.assert_allclose(ops.convert_to_numpy(coverage), ones, rtol=0, atol=1e-5)
     np.testing.assert_allclose(ops.convert_to_numpy(image), expected, rtol=0,
                                atol=1e-5 * np.abs(expected).max())
+
+
+@xla_only
+def test_reassemble_places_masks_in_the_patches_dtype_at_the_first_call_only():
+    """Complex masks (the patches' program) at a shape's first eager call,
+    real ones at every later call: not every other call."""
+    from ptycho_layers import placement
+
+    patches = ops.convert_to_tensor(random_patches((3, SIZE, SIZE, GROUPS), "complex64", seed=1))
+    dtypes = [
+        placement._mask_dtype(patches, (1, HEIGHT, WIDTH), False, "bilinear:test", "float32")
+        for _ in range(4)
+    ]
+    assert dtypes == ["complex64", "float32", "float32", "float32"]

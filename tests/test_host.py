@@ -254,3 +254,30 @@ def test_a_first_call_under_a_gradient_tape_keeps_its_gradient(first_calls_on_ho
     expected = oracle_place(weights, offsets, (HEIGHT, WIDTH)).real
     found = numpy(tape.gradient(loss, image))
     np.testing.assert_allclose(found, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_new_batch_sizes_run_on_the_host_until_one_is_compiled(
+    first_calls_on_host, compiled_programs
+):
+    """Each small first call at a new batch size runs on the host while no
+    compiled program can run it padded (a service taking requests of any
+    size); a compiled program, once there, runs the sizes it can."""
+    operators.placement.cache_clear()
+    operator = operators.placement(HEIGHT, WIDTH, False, "bilinear", backends.current())
+    before = compiled_programs(operator)
+
+    def call(batch):
+        patches = random_patches((batch, SIZE, SIZE, GROUPS), "complex64", seed=batch)
+        offsets = make_offsets("fractional", batch, GROUPS, HEIGHT, WIDTH, SIZE, seed=batch)
+        placed = numpy(place_patches(patches, offsets, (HEIGHT, WIDTH)))
+        expected = oracle_place(patches, offsets, (HEIGHT, WIDTH))
+        np.testing.assert_allclose(placed, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+    for batch in (4, 7, 2):
+        call(batch)
+    assert compiled_programs(operator) == before
+    call(4)  # 4 again: its program
+    assert compiled_programs(operator) == before + 1
+    call(3)  # run by 4's program, padded
+    call(9)  # none to pad onto: on the host
+    assert compiled_programs(operator) == before + 1

@@ -18,12 +18,13 @@ program, so a size that repeats runs at full speed from then on. The
 first call of all compiles its own size: that is the shape a training
 loop repeats.
 
-A call at shapes never met before (the first of all, for those shapes
-but the batch) that moves few elements runs instead on the host, op by op
-in NumPy (`backends.on_host`, the same kernels): at up to `HOST_ELEMENTS`
-window elements that takes well under a compile (`reassemble_position`'s
-crops, a small batch), and nothing is kept. The program is compiled when
-those shapes come again, as above.
+A call that moves few elements, at a batch size not met before and with
+no compiled program to run it padded (the first call of all at its
+shapes, say), runs instead on the host, op by op in NumPy
+(`backends.on_host`, the same kernels): at up to `HOST_ELEMENTS` window
+elements that takes well under a compile (`reassemble_position`'s crops,
+a small batch), and nothing is kept. Its own program is compiled when
+that size comes again, as above.
 
 Only eager calls on float offsets are sized: traced inside a caller's
 program the shapes are the caller's, and integer offsets have no
@@ -103,25 +104,29 @@ class Sized:
         self._elements = elements
         self._lock = threading.Lock()
         # (the shapes but the batch, the dtypes) -> batch sizes compiled,
-        # batch sizes run padded once, and whether a call ran on the host.
+        # batch sizes run padded once, and batch sizes run on the host.
         self._compiled = {}
         self._padded_once = {}
-        self._hosted = set()
+        self._hosted = {}
 
-    def _runs_on_host(self, key, x, offsets):
-        """Whether this call, at `key`'s shapes, runs on the host: the first
-        call there (or one repeating it), small, its inputs in host memory.
+    def _runs_on_host(self, key, batch, x, offsets):
+        """Whether this call runs on the host: small, its inputs in host
+        memory, at a batch size not met before at `key`'s shapes and with
+        no compiled program to run it padded (or repeating such a call).
         Called under the lock."""
-        if self._host is None or self._compiled.get(key):
+        if self._host is None:
             return False
-        if key in self._hosted:
+        hosted = self._hosted.setdefault(key, set())
+        if batch in hosted:
             return _STATE.repeated
+        if any(batch <= size <= 2 * batch for size in self._compiled.get(key, ())):
+            return False
         backend = self._backend
         if self._elements(x, offsets) > HOST_ELEMENTS:
             return False
         if not (backend.on_host(x) and backend.on_host(offsets)):
             return False
-        self._hosted.add(key)
+        hosted.add(batch)
         return True
 
     def _on_host(self, x, offsets):
@@ -142,7 +147,7 @@ class Sized:
         key = (tuple(x.shape[1:]), "batch" if per_row else x_rows, str(x.dtype),
                tuple(offsets.shape[1:]), str(offsets.dtype))
         with self._lock:
-            host = self._runs_on_host(key, x, offsets)
+            host = self._runs_on_host(key, batch, x, offsets)
             if not host:
                 size = self._size(key, batch)
         if host:
