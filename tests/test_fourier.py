@@ -234,6 +234,34 @@ def test_non_finite_offsets_give_nan_and_place_nothing():
 
 
 @pytest.mark.skipif(BACKEND == "torch", reason="XLA's loop of pieces: TensorFlow and JAX")
+@pytest.mark.parametrize("table", ["padded", "object"])
+def test_placement_pieces_that_do_not_divide_the_batch(monkeypatch, table):
+    """XLA places Fourier patches in a loop of pieces of the kernel's share
+    (into the padded table, or into the object itself where the table
+    would be large); the last piece moved back to end with the batch masks
+    the rows the piece before placed. Against the oracle, with non-finite
+    offsets in those rows."""
+    from ptycho_layers.operators import kernel_spec, place_patches_batched
+    from ptycho_layers.xla import extraction, padded_table
+    from test_xla_runs import compiled
+
+    monkeypatch.setattr(padded_table, "PADDED_SHARE", float("inf") if table == "padded" else 0.0)
+    n, margin, batch, groups = 5, 1, 47, 4
+    pieces = extraction.batch_pieces(batch, groups, n, n + 2 * margin, share=0.1)
+    assert len(pieces) >= 2 and batch % (pieces[0][1] - pieces[0][0]) != 0, pieces
+    offsets = mixed_offsets(batch, groups, HEIGHT, WIDTH, n, wide=False, seed=12)
+    offsets[pieces[-1][0] - 1, 1] = [np.nan, 2.0]  # in the rows both last pieces cover
+    offsets[batch - 1, 2] = [np.inf, 3.0]
+    upstream = random_patches((batch, n, n, groups), "complex64", seed=13)
+    spec = kernel_spec("fourier", margin)
+    placed = numpy(compiled(
+        lambda p, o: place_patches_batched(p, o, (1, HEIGHT, WIDTH), spec)
+    )(upstream, offsets))
+    expected = oracle_fourier_place(upstream, offsets, (HEIGHT, WIDTH), margin)
+    np.testing.assert_allclose(placed, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.skipif(BACKEND == "torch", reason="XLA's loop of pieces: TensorFlow and JAX")
 @pytest.mark.parametrize("reader", ["padded", "gathered"])
 def test_extraction_pieces_that_do_not_divide_the_batch(monkeypatch, reader):
     """XLA extracts Fourier patches in a loop of pieces; where the pieces
