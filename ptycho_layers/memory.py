@@ -19,8 +19,6 @@ import ctypes.util
 import numbers
 import sys
 
-from ptycho_layers import operators
-
 __all__ = ["reuse_freed_memory", "reused_up_to", "release_memory"]
 
 # PyTorch's pool of freed outputs, looked up only where PyTorch is loaded.
@@ -121,6 +119,10 @@ def release_memory():
     >>> release_memory()  # nothing pooled since
     0
     """
+    # Imported here: the setting above needs nothing of the package's (or
+    # Keras's), so the module loads on its own (tests/test_memory.py).
+    from ptycho_layers import operators
+
     freed = 0
     buffers = sys.modules.get(_TORCH_BUFFERS)
     if buffers is not None:

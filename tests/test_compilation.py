@@ -57,7 +57,12 @@ def _reads_are_seen(directory):
     return seen
 
 
+# Two fresh TensorFlow processes that compile: ~27 s on 2 cores, so -m slow
+# there; the JAX run keeps it by default, and on TensorFlow the benchmark's
+# cache test (test_first_call_probe_fills_the_compilation_cache) checks that
+# the flag fills the directory.
 @pytest.mark.skipif(BACKEND == "torch", reason="PyTorch compiles nothing per shape")
+@(pytest.mark.slow if BACKEND == "tensorflow" else lambda test: test)
 def test_a_later_process_loads_what_an_earlier_one_compiled(tmp_path):
     """The first process writes the operators' programs into the cache
     directory it was given (nothing elsewhere in its working directory);
