@@ -26,6 +26,7 @@ import ctypes, importlib.util, resource, sys, threading
 spec = importlib.util.spec_from_file_location("memory", sys.argv[1])
 memory = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(memory)
+assert "keras" not in sys.modules, "memory.py imported Keras"
 applied = memory.reuse_freed_memory() if sys.argv[2] == "reuse" else None
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, (ctypes.c_size_t,)
