@@ -143,6 +143,31 @@ def test_non_finite_offsets_give_nan_and_place_nothing():
     np.testing.assert_allclose(placed, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+def test_placement_into_a_small_object_drops_non_finite_and_repeated_rows():
+    """Many patches on a small object: placement adds into the padded
+    table (`padded_table.fits`), in pieces whose last one, moved back to
+    end with the batch, repeats rows the one before placed; those rows and
+    the non-finite offsets' NaN patches must add nothing."""
+    from ptycho_layers import backends
+    from ptycho_layers.xla import extraction, padded_table
+
+    n, batch, groups = 5, 23, 4
+    if backends.current().take_runs is not None:
+        # The path under test, and pieces that do not divide the batch.
+        assert padded_table.fits((1, HEIGHT, WIDTH), batch, groups, n, n)
+        pieces = extraction.batch_pieces(batch, groups, n, n, share=0.1)
+        assert len(pieces) > 1 and batch % (pieces[0][1] - pieces[0][0])
+    offsets = mixed_offsets(batch, groups, HEIGHT, WIDTH, n, wide=False, seed=5)
+    offsets[3, 1] = [np.nan, 3.0]
+    offsets[batch - 1, 2] = [2.5, -np.inf]
+    finite = np.isfinite(offsets).all(axis=-1)
+    upstream = random_patches((batch, n, n, groups), "complex64", seed=6)
+    np.moveaxis(upstream, 3, 1)[~finite] = np.nan
+    placed = numpy(place_patches(upstream, offsets, (HEIGHT, WIDTH), **NEAREST))
+    expected = oracle_nearest_place(upstream, offsets, (HEIGHT, WIDTH))
+    np.testing.assert_allclose(placed, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_16_bit_objects(dtype):
     """16-bit objects and patches run and keep their dtype; patches are

@@ -66,17 +66,17 @@ def add_at(values, positions, size):
     return jax.ops.segment_sum(values, positions, size)
 
 
-def _run_numbers(kind, starts):
+def _run_numbers(kind, starts, run_axis=None):
     """Dimension numbers for runs of a 2-D table at `starts` (..., 2)
-    [row, first entry]: the run is the last axis of the result (gather) or
-    of the updates (scatter)."""
+    [row, first entry]: the run is the last axis of the result (gather) or,
+    scattering, axis `run_axis` of the updates (by default their last)."""
     last = starts.ndim - 1
     if kind == "gather":
         return lax.GatherDimensionNumbers(
             offset_dims=(last,), collapsed_slice_dims=(0,), start_index_map=(0, 1)
         )
     return lax.ScatterDimensionNumbers(
-        update_window_dims=(last,),
+        update_window_dims=(last if run_axis is None else run_axis,),
         inserted_window_dims=(0,),
         scatter_dims_to_operand_dims=(0, 1),
     )
@@ -90,13 +90,13 @@ def take_runs(table, starts, size):
     return lax.gather(table, starts, _run_numbers("gather", starts), (1, size), mode="clip")
 
 
-def add_runs(table, starts, runs):
-    """`table` (A, L) with `runs` (..., size) added at `starts` (..., 2)
-    int32 [row, first entry]; a run that would leave its row is moved
-    ("clip"), like the gather's."""
-    return lax.scatter_add(
-        table, starts, runs, _run_numbers("scatter", starts), mode="clip"
-    )
+def add_runs(table, starts, runs, run_axis=None):
+    """`table` (A, L) with `runs` added at `starts` (..., 2) int32 [row,
+    first entry]: `runs` (..., size), or with the run on axis `run_axis`
+    and the other axes those of `starts`' (...), in order; a run that
+    would leave its row is moved ("clip"), like the gather's."""
+    numbers = _run_numbers("scatter", starts, run_axis)
+    return lax.scatter_add(table, starts, runs, numbers, mode="clip")
 
 
 def fusion_boundary(fn, predicate):

@@ -80,10 +80,10 @@ def _xla():
     return xla, xla_data_pb2
 
 
-def _run_numbers(kind, starts):
+def _run_numbers(kind, starts, run_axis=None):
     """Gather or scatter dimension numbers for runs of a 2-D table at
     `starts` (..., 2) [row, first entry]: the run is the last axis of the
-    result (or of the updates)."""
+    result, or axis `run_axis` of the updates (by default their last)."""
     _, xla_data_pb2 = _xla()
     last = len(starts.shape) - 1
     if kind == "gather":
@@ -93,7 +93,7 @@ def _run_numbers(kind, starts):
         numbers.start_index_map.extend([0, 1])
     else:
         numbers = xla_data_pb2.ScatterDimensionNumbers()
-        numbers.update_window_dims.append(last)
+        numbers.update_window_dims.append(last if run_axis is None else run_axis)
         numbers.inserted_window_dims.append(0)
         numbers.scatter_dims_to_operand_dims.extend([0, 1])
     numbers.index_vector_dim = last
@@ -111,13 +111,14 @@ def _take_runs(table, starts, size):
     return found
 
 
-def _add_runs(table, starts, runs):
-    """`table` (A, L) with `runs` (..., size) added at `starts` (..., 2)
-    int32 [row, first entry]. XLA-compiled code only."""
+def _add_runs(table, starts, runs, run_axis=None):
+    """`table` (A, L) with `runs` added at `starts` (..., 2) int32 [row,
+    first entry]: `runs` (..., size), or with the run on axis `run_axis`
+    and the other axes those of `starts`' (...), in order. XLA-compiled
+    code only."""
     xla, _ = _xla()
-    return xla.scatter(
-        table, starts, runs, _add(runs.dtype), _run_numbers("scatter", starts)
-    )
+    numbers = _run_numbers("scatter", starts, run_axis)
+    return xla.scatter(table, starts, runs, _add(runs.dtype), numbers)
 
 
 @functools.lru_cache(maxsize=None)

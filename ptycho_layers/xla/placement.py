@@ -72,6 +72,32 @@ def _patches_as_windows(kernel, patches, x, y, finite, height, width):
     return where["x_start"], where["y_start"], _zeroed_groups_first(patches, finite)
 
 
+def _add_patches_padded(kernel, patches, image_index, x, y, finite, shape, sums):
+    """`_add_padded` for a kernel that `ADDS_PATCHES`: its `patches`
+    (b, N, N, c), at sanitized `x`, `y` (b, c), added into the padded table
+    of objects of `shape` (Bi, H, W) (`sums` from an earlier piece, or None
+    for zeros), each patch row (b, i, :, k) one run read where it lies.
+
+    Groups stay last: no transposed, zeroed copy of the patches for the
+    scatter to read back, which was a second pass over them. A patch whose
+    offset is not `finite` (b, c) is added into the table's row of zeros
+    after the last image row, which the crop drops, NaN included.
+    """
+    coord = standardize_dtype(x.dtype)
+    _, height, width = shape
+    size = ops.shape(patches)[1]
+    where = geometry.window_geometry(x, y, height, width, size, kernel, coord, finite)
+    starts = padded_table.starts(
+        image_index, where["x_start"], where["y_start"], size, height, width
+    )
+    dropped = ops.where(finite[..., None], starts[..., 1], size + height * (width + size))
+    # (b, N, c, 2): the scatter's index axes are the patches' other axes, in order.
+    starts = ops.transpose(ops.stack([starts[..., 0], dropped], axis=-1), (0, 2, 1, 3))
+    if sums is None:
+        sums = _zero_sums(True, shape, size, patches.dtype)
+    return (backends.current().add_runs(sums[0], starts, patches, run_axis=2),)
+
+
 def _zeroed_groups_first(patches, finite):
     """`patches` (b, N, N, c) as (b, c, N, N), zero where the offset is not
     `finite` (b, c): such a patch adds nothing, whatever its values."""
@@ -110,6 +136,10 @@ def place(patches, image_index, x, y, finite, image_shape, kernel):
 
     def add_piece(part, rows_finite, sums, predicate):
         piece, piece_index, piece_x, piece_y = _rows_of(part, patches, image_index, x, y)
+        if kernel.ADDS_PATCHES and padded:
+            return _add_patches_padded(
+                kernel, piece, piece_index, piece_x, piece_y, rows_finite, image_shape, sums
+            )
         if kernel.ADDS_PATCHES:
             x_start, y_start, contributions = _patches_as_windows(
                 kernel, piece, piece_x, piece_y, rows_finite, height, width
