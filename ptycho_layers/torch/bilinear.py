@@ -19,6 +19,8 @@ columns and rows (NaN in fy makes the patch NaN).
 
 import torch
 
+from ptycho_layers.torch.pairs import elements
+
 __all__ = [
     "NAME",
     "PIECE_SCALE",
@@ -205,7 +207,7 @@ def spread_into(values, x1, y1, staged, across, windows, guard):
     # (complex), whatever their strides: a gather across the groups of
     # (B, N, N, c) patches, the most they can have.
     rows = _rows(staged, n)[..., :n, :]
-    _elements(rows).copy_(_elements(values))
+    elements(rows).copy_(elements(values))
     x1, y1 = x1.reshape(b, c, 1, 1), y1.reshape(b, c, 1, 1)
     # lerp(a, b, w) is (1 - w) a + w b in one pass: a the entry, b the one
     # before it (the zero before each row: the last entry of the row above).
@@ -217,8 +219,3 @@ def spread_into(values, x1, y1, staged, across, windows, guard):
     if guard:
         torch.where(y1 == 0, across[:, :, size:], windows, out=windows)
     return windows.view(b, c, size, size, q)
-
-
-def _elements(pairs):
-    """(..., q) pairs as (...) elements: complex for q = 2, a view."""
-    return torch.view_as_complex(pairs) if pairs.shape[-1] == 2 else pairs[..., 0]

@@ -22,6 +22,8 @@ import math
 
 import torch
 
+from ptycho_layers.torch.pairs import elements
+
 __all__ = ["NAME", "configured"]
 
 NAME = "fourier"
@@ -34,20 +36,12 @@ def configured(margin):
     return FourierShift(margin)
 
 
-def _elements(pairs):
-    """(..., q) pairs as (...) elements: complex for q = 2 (a view), the
-    real values for q = 1."""
-    if pairs.shape[-1] == 2:
-        return torch.view_as_complex(pairs)
-    return pairs[..., 0]
-
-
-def _as_pairs(elements, q):
-    """Complex (...) as (..., q) pairs: both parts for q = 2 (a view), the
-    real part for q = 1."""
+def _as_pairs(values, q):
+    """Complex `values` (...) as (..., q) pairs: both parts for q = 2 (a
+    view), the real part for q = 1."""
     if q == 2:
-        return torch.view_as_real(elements)
-    return elements.real[..., None]
+        return torch.view_as_real(values)
+    return values.real[..., None]
 
 
 class FourierShift:
@@ -109,7 +103,7 @@ class FourierShift:
         batch (one expression, `fused` or not)."""
         q = window.shape[-1]
         rows, cols = self._ramps(fx, fy, window.shape[2], 1)
-        spectrum = torch.fft.fft2(_elements(window)) * rows * cols
+        spectrum = torch.fft.fft2(elements(window)) * rows * cols
         patches = _as_pairs(self._central(torch.fft.ifft2(spectrum)), q)
         return torch.where(self._whole(fx, fy), self._central(window), patches)
 
@@ -127,7 +121,7 @@ class FourierShift:
         (count, c, N, N, q); `guard`: `zero_weights` of the call's
         fractions."""
         rows, cols = self._ramps(fx, fy, window.shape[2], 1)
-        spectrum = torch.fft.fft2(_elements(window))
+        spectrum = torch.fft.fft2(elements(window))
         spectrum.mul_(rows).mul_(cols)
         shifted = torch.fft.ifft2(spectrum)
         out.copy_(_as_pairs(self._central(shifted), out.shape[-1]))
@@ -143,7 +137,7 @@ class FourierShift:
         q = values.shape[-1]
         padded = torch.nn.functional.pad(values, (0, 0, m, m, m, m))
         rows, cols = self._ramps(fx, fy, padded.shape[2], -1)
-        spectrum = torch.fft.fft2(_elements(padded)) * rows * cols
+        spectrum = torch.fft.fft2(elements(padded)) * rows * cols
         windows = _as_pairs(torch.fft.ifft2(spectrum), q)
         return torch.where(self._whole(fx, fy), padded, windows)
 
@@ -166,7 +160,7 @@ class FourierShift:
         `spread_buffers`: returns the windows (b, c, S, S, q)."""
         b, c, _, _, q = values.shape
         size = staged.shape[-1]
-        self._central(staged).copy_(_elements(values))
+        self._central(staged).copy_(elements(values))
         rows, cols = self._ramps(fx, fy, size, -1)
         spectrum = torch.fft.fft2(staged)
         spectrum.mul_(rows).mul_(cols)

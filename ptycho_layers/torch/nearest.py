@@ -9,6 +9,8 @@ fractions, zero here, NaN in fy where the offset was not finite.
 
 import torch
 
+from ptycho_layers.torch.pairs import elements
+
 __all__ = [
     "NAME",
     "PIECE_SCALE",
@@ -67,7 +69,8 @@ def piece_views(window, scratch):
 
 
 def blend_piece(window, fx, fy, out, guard):
-    """`out` (count, c, N, N, q): the windows, NaN where fy is."""
+    """`out` (count, c, N, N, q): the windows, NaN where fy is. (As
+    complex elements this ran 1.06x slower: the piece is in cache.)"""
     return torch.add(window, fy, out=out)
 
 
@@ -83,7 +86,9 @@ def spread_buffers(values, count):
 
 
 def spread_into(values, fx, fy, windows, guard):
-    """The windows (b, c, N, N, q), `values` copied into `windows`."""
+    """The windows (b, c, N, N, q), `values` copied into `windows` (as
+    elements: `pairs.elements`)."""
     b, c, n, _, q = values.shape
     result = windows.view(b, c, n, n, q)
-    return result.copy_(values)
+    elements(result).copy_(elements(values))
+    return result
