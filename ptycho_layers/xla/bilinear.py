@@ -19,6 +19,7 @@ __all__ = [
     "NAME",
     "FUSED_READS",
     "ADDS_PATCHES",
+    "SPREADS_VALUES",
     "PIECE_SHARE",
     "window_size",
     "origin",
@@ -39,6 +40,10 @@ FUSED_READS = True
 
 # Placement spreads each patch by the weights (`spread_operands`, `spread`).
 ADDS_PATCHES = False
+
+# The spread reads the patches as real parts side by side (`spread_operands`),
+# made behind placement's fusion boundary, not the values themselves.
+SPREADS_VALUES = False
 
 # Extraction reads the whole batch at once (`extraction`), its windows
 # fused into the blend.

@@ -19,6 +19,7 @@ __all__ = [
     "NAME",
     "FUSED_READS",
     "ADDS_PATCHES",
+    "SPREADS_VALUES",
     "PIECE_SHARE",
     "window_size",
     "origin",
@@ -39,6 +40,9 @@ FUSED_READS = True
 # Placement adds each patch into its window as it is (`placement`'s
 # `_patches_as_windows`): `spread` is the identity and there are no weights.
 ADDS_PATCHES = True
+
+# Nothing is spread (`ADDS_PATCHES`).
+SPREADS_VALUES = False
 
 # Extraction reads the whole batch at once (`extraction`), its windows
 # fused into the blend.

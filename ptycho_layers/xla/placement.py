@@ -26,8 +26,9 @@ def _spread_inputs(kernel, patches, x, y, finite, height, width, predicate):
     """(x_start, y_start, operands): (b, c) int32 window starts and the
     kernel's `spread_operands` of a piece's `patches` (b, N, N, c), as
     real parts side by side (b, c, N, N, q), q = 2 for complex values,
-    groups first, zero for non-finite offsets; `x`, `y` (b, c) the piece's
-    sanitized offsets, `finite` (b, c) bool.
+    groups first, zero for non-finite offsets (for a kernel that
+    `SPREADS_VALUES`: its weights and those values themselves, (b, c, N, N));
+    `x`, `y` (b, c) the piece's sanitized offsets, `finite` (b, c) bool.
 
     Behind a fusion boundary: fused into the loops over window entries, XLA
     would recompute the weights for every entry; the data-dependent
@@ -46,6 +47,8 @@ def _spread_inputs(kernel, patches, x, y, finite, height, width, predicate):
         )
         # Zero weights alone would leave 0 * NaN = NaN.
         values = _zeroed_groups_first(patches, finite)
+        if kernel.SPREADS_VALUES:
+            return (where["x_start"], where["y_start"], where["weights"], values)
         pairs = ops.stack(geometry.real_parts(values, dtype, coord), axis=-1)
         operands = kernel.spread_operands(where["weights"], pairs)
         return (where["x_start"], where["y_start"], *operands)
@@ -148,6 +151,9 @@ def place(patches, image_index, x, y, finite, image_shape, kernel):
         x_start, y_start, operands = _spread_inputs(
             kernel, piece, piece_x, piece_y, rows_finite, height, width, predicate
         )
+        if kernel.SPREADS_VALUES:
+            contributions = kernel.spread_values(*operands, standardize_dtype(x.dtype))
+            return add(contributions, piece_index, x_start, y_start, image_shape, sums)
         spread = kernel.spread(*operands)
         if dtype in COMPLEX:
             contributions = backends.current().complex(
