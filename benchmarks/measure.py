@@ -15,7 +15,7 @@ from benchmarks import backends
 from benchmarks import timing
 from benchmarks import working_memory
 
-__all__ = ["run_table", "run_row", "add_ratios", "measure_memory", "memory_probe",
+__all__ = ["run_table", "run_row", "time_rows", "add_ratios", "measure_memory", "memory_probe",
            "short_error"]
 
 _PROBE_TAG = "MEMORY-PROBE "
@@ -37,10 +37,8 @@ def run_table(op, args, case, settings):
     runnable = sum(1 for row in rows if not row.skip)
     steps = runnable * (args.repeats + (args.memory == "subprocess"))
     progress = timing.Progress(steps, enabled=not args.no_progress)
-    results = [
-        run_row(row, reference, float64, checks["tolerance"], args.repeats, progress)
-        for row in rows
-    ]
+    results = [run_row(row, reference, float64, checks["tolerance"]) for row in rows]
+    time_rows(rows, results, args.repeats, progress)
     if args.memory == "subprocess":
         method = measure_memory(op, args, results, progress)
     else:
@@ -60,14 +58,14 @@ def _max_error(output, reference):
     return float(np.max(np.abs(output - reference), initial=0))
 
 
-def run_row(row, reference, float64, tolerance, repeats, progress):
+def run_row(row, reference, float64, tolerance):
     """Check one row's output against `reference` (numpy; the row's own
-    `expected` replaces it and `float64`, the float64 output or None),
-    then, if it is within `tolerance`, time `repeats` calls.
+    `expected` replaces it and `float64`, the float64 output or None):
+    only a row within `tolerance` is timed (`time_rows`).
 
     Returns:
         A dict: status ("ok", "skipped", "failed" or "wrong"), reason, the
-        errors, the raw times and (if ok) median_s, scaled to all K.
+        errors; `time_rows` adds the raw times and median_s.
     """
     result = {
         "id": row.id, "label": row.label, "status": "ok", "reason": None,
@@ -78,7 +76,6 @@ def run_row(row, reference, float64, tolerance, repeats, progress):
         return dict(result, status="skipped", reason=row.skip)
     if row.expected is not None:
         reference, float64 = row.expected()
-    progress.start(row.id)
     try:
         output = backends.to_numpy(row.fn())
     except Exception as error:  # a peer or mode that cannot run here
@@ -91,10 +88,28 @@ def run_row(row, reference, float64, tolerance, repeats, progress):
         # Never time a wrong answer: it could look fast.
         reason = f"WRONG output: max error {result['max_error']:.3g}"
         return dict(result, status="wrong", reason=reason)
-    result["times_s"] = timing.time_calls(row.fn, repeats, progress=progress)
-    result["median_s"] = statistics.median(result["times_s"]) * row.scale
-    result["patches_per_s"] = row.patches * row.scale / result["median_s"]
     return result
+
+
+def time_rows(rows, results, repeats, progress):
+    """Time `repeats` calls of each row whose result (`run_row`) is "ok",
+    the rows' calls in turns (`timing.time_interleaved`): the machine's
+    speed drifts over a run (shared cores), and timed one row after
+    another, a ratio of two rows took that drift in; in turns it affects
+    every row alike. Adds each one's raw times, median_s scaled to all K,
+    and patches_per_s."""
+    timed = {row.id: (row, result) for row, result in zip(rows, results)
+             if result["status"] == "ok"}
+    if not timed:
+        return
+    progress.start(", ".join(timed))
+    times = timing.time_interleaved(
+        {key: row.fn for key, (row, _) in timed.items()}, repeats, progress
+    )
+    for key, (row, result) in timed.items():
+        result["times_s"] = times[key]
+        result["median_s"] = statistics.median(times[key]) * row.scale
+        result["patches_per_s"] = row.patches * row.scale / result["median_s"]
 
 
 def add_ratios(results, layer_ids):

@@ -93,7 +93,8 @@ def notes(op, report):
         f"patches of {size}x{size} {op.case_words.format(**config)}, "
         f"{_kernel_words(config)}; offsets uniform over "
         f"the object (seed {config['seed']}); median of {config['repeats']} calls "
-        "after warm-up calls (at least one, for 0.5 s); scaled rows time a "
+        "after warm-up calls (at least one, for 0.5 s), the rows' calls in "
+        "turns (so a drift of the machine's speed affects all alike); scaled rows time a "
         "subset and multiply by K / subset.",
         f"vs layer best: median / fastest '{layer}' row; vs copy: median / "
         f"np.copyto of an array the size of the {op.copied} (the memory-bandwidth floor).",

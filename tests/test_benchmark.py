@@ -345,16 +345,37 @@ def test_placement_rows_are_checked_against_what_they_return():
 def test_a_wrong_row_is_flagged_and_not_timed():
     case = case_lib.make_case(2, 2, 4, 12, 12, "complex64")
     reference = oracle_patches(case.images, case.offsets, 4).astype("complex64")
-    wrong = rows_lib.Row("tiled", "a peer that swaps x and y",
-                         lambda: reference.transpose(0, 2, 1, 3).copy(), patches=case.count)
-    right = rows_lib.Row("tiled", "a peer that copies", lambda: reference.copy(), patches=case.count)
-    progress = _silent()
-    bad = measure.run_row(wrong, reference, reference, 1e-3, 2, progress)
-    good = measure.run_row(right, reference, reference, 1e-3, 2, progress)
+    calls = []
+
+    def swapped():
+        calls.append("wrong")
+        return reference.transpose(0, 2, 1, 3).copy()
+
+    wrong = rows_lib.Row("tiled", "a peer that swaps x and y", swapped, patches=case.count)
+    right = rows_lib.Row("legacy", "a peer that copies", lambda: reference.copy(), patches=case.count)
+    bad = measure.run_row(wrong, reference, reference, 1e-3)
+    good = measure.run_row(right, reference, reference, 1e-3)
+    measure.time_rows([wrong, right], [bad, good], 2, _silent())
+    assert calls == ["wrong"]  # checked once, never timed
     assert bad["status"] == "wrong" and bad["times_s"] == []
     assert "WRONG" in bad["reason"] and bad["max_error"] > 1e-3
     assert good["status"] == "ok" and len(good["times_s"]) == 2
     assert good["max_error"] == 0
+
+
+def test_rows_are_timed_in_turns():
+    """`time_rows` takes the rows' calls in turns after their warm-ups, so
+    a drift of the machine's speed falls on every row alike."""
+    calls = []
+    rows = [
+        rows_lib.Row(name, name, lambda name=name: calls.append(name), patches=1)
+        for name in ("legacy", "tiled")
+    ]
+    results = [{"status": "ok"}, {"status": "ok"}]
+    measure.time_rows(rows, results, 3, _silent())
+    timed = calls[-6:]
+    assert timed == ["legacy", "tiled"] * 3
+    assert all(len(result["times_s"]) == 3 for result in results)
 
 
 def test_subset_rows_scale_to_all_patches():
